@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` and `make test`.  Both build
+# .venv from scratch on a fresh machine (Python deps from PyPI, the node
+# WAMP v1 client used by the end-to-end tests from npm).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEPS   := $(VENV)/.deps-installed
+NODE   := tests/node
+NODEOK := $(NODE)/node_modules/.installed
+
+.PHONY: run test install bench clean
+
+$(DEPS): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q '.[test]'
+	touch $(DEPS)
+
+# The package itself is reinstalled on every run so that the virtualenv
+# holds a regular install (twistd finds the plugin there, not only in the tree).
+install: $(DEPS)
+	$(PY) -m pip install -q --no-deps --force-reinstall .
+
+$(NODEOK): $(NODE)/package.json $(NODE)/package-lock.json
+	cd $(NODE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODEOK)
+
+run: install
+	$(VENV)/bin/twistd -n oro-sync --listen tcp:8080:interface=127.0.0.1
+
+test: install $(NODEOK)
+	$(VENV)/bin/trial --temp-directory=/tmp/oro-sync-trial-$$$$ tests
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info $(NODE)/node_modules _trial_temp*

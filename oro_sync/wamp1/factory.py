@@ -1,0 +1,128 @@
+"""The WAMP v1 server factory: AutobahnPython 0.8's public API on Autobahn 26.
+
+A factory owns (or shares) a :class:`~oro_sync.core.hub.Hub`, an RPC
+registry and a pub/sub policy.  By default the policy is the WAMP v1
+reference one (:class:`~oro_sync.wamp1.pubsub.AutobahnPubSub`): register
+topics with :meth:`registerForPubSub` and clients can use them.  The Oro
+topic layer swaps in its router-driven policy instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.logger import Logger
+
+from oro_sync import SERVER_IDENT
+from oro_sync.core.hub import Hub
+from oro_sync.wamp1.protocol import WampServerProtocol
+from oro_sync.wamp1.pubsub import PUBLISH, SUBSCRIBE, AutobahnPubSub, PubSubRegistry
+from oro_sync.wamp1.rpc import RpcRegistry
+
+#: Default largest message a client may send (bytes); bigger ones close with 1009.
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+class WampServerFactory(WebSocketServerFactory):
+    """Serves WAMP v1 over WebSocket (subprotocol ``wamp``).
+
+    :param url: the WebSocket URL (``ws://host:port``), as for Autobahn.
+    :param hub: share sessions and topics with other front ends.
+    :param strictSubprotocol: refuse (HTTP 400) clients that do not offer
+        ``wamp``; by default they are served anyway, as GosWebSocketBundle did.
+    :param maxMessageSize: the largest client message in bytes (0 = no limit).
+    """
+
+    protocol = WampServerProtocol
+    log = Logger()
+
+    def __init__(self, url: str | None = None, hub: Hub | None = None, *,
+                 strictSubprotocol: bool = False,
+                 maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 maxPrefixes: int = 256,
+                 serverIdent: str = SERVER_IDENT,
+                 reactor: Any = None, **kwargs: Any):
+        super().__init__(url, protocols=["wamp"], server=serverIdent, reactor=reactor, **kwargs)
+        self.hub = hub if hub is not None else Hub()
+        self.rpc = RpcRegistry()
+        self.pubsub_registry = PubSubRegistry()
+        #: What SUBSCRIBE / UNSUBSCRIBE / PUBLISH do (an IPubSubPolicy).
+        self.pubsub: Any = AutobahnPubSub(self.hub, self.pubsub_registry, observer=self)
+        self.strictSubprotocol = strictSubprotocol
+        self.maxPrefixes = maxPrefixes
+        self.serverIdent = serverIdent
+        self._session_observers: list[Any] = []
+        # Answer bad input with a close frame carrying a code and reason,
+        # rather than Autobahn's default of dropping TCP (seen as 1006).
+        self.setProtocolOptions(failByDrop=False,
+                                maxMessagePayloadSize=maxMessageSize,
+                                maxFramePayloadSize=maxMessageSize)
+
+    # -- sessions -------------------------------------------------------------
+
+    def addSessionObserver(self, observer: Any) -> None:
+        """``observer.sessionOpened(session)`` / ``sessionClosed(session)`` are
+        called for every WAMP session (after WELCOME, and on disconnect)."""
+        self._session_observers.append(observer)
+
+    def sessionOpened(self, session: Any) -> None:
+        self.hub.attach(session)
+        for observer in self._session_observers:
+            observer.sessionOpened(session)
+
+    def sessionClosed(self, session: Any) -> None:
+        try:
+            self.pubsub.session_closed(session)
+        except Exception:
+            self.log.failure("pub/sub cleanup failed for {session}", session=session.session_id)
+        self.hub.detach(session)
+        for observer in self._session_observers:
+            observer.sessionClosed(session)
+
+    def onClientSubscribed(self, session: Any, topicUri: str) -> None:
+        """Called after a client subscribed (override to observe)."""
+
+    def onClientUnsubscribed(self, session: Any, topicUri: str) -> None:
+        """Called after a client unsubscribed or left (override to observe)."""
+
+    # -- RPC ------------------------------------------------------------------
+
+    def registerForRpc(self, obj: Any, baseUri: str = "", methods: list | None = None) -> list[str]:
+        return self.rpc.registerForRpc(obj, baseUri, methods)
+
+    def registerMethodForRpc(self, uri: str, obj: Any, proc: Callable) -> None:
+        self.rpc.registerMethodForRpc(uri, obj, proc)
+
+    def registerProcedureForRpc(self, uri: str, proc: Callable) -> None:
+        self.rpc.registerProcedureForRpc(uri, proc)
+
+    # -- pub/sub --------------------------------------------------------------
+
+    def registerForPubSub(self, topicUri: str, prefixMatch: bool = False,
+                          pubsub: int = PUBLISH | SUBSCRIBE) -> None:
+        self.pubsub_registry.registerForPubSub(topicUri, prefixMatch, pubsub)
+
+    def registerHandlerForSub(self, obj: Any, topicUri: str, handler: Callable,
+                              prefixMatch: bool = False) -> None:
+        self.pubsub_registry.registerHandlerForSub(obj, topicUri, handler, prefixMatch)
+
+    def registerHandlerForPub(self, obj: Any, topicUri: str, handler: Callable,
+                              prefixMatch: bool = False) -> None:
+        self.pubsub_registry.registerHandlerForPub(obj, topicUri, handler, prefixMatch)
+
+    def registerHandlerForPubSub(self, obj: Any, baseUri: str = "") -> None:
+        self.pubsub_registry.registerHandlerForPubSub(obj, baseUri)
+
+    def dispatch(self, topicUri: str, event: Any, exclude: Iterable[Any] = (),
+                 eligible: Iterable[Any] | None = None) -> int:
+        """Publish a server-side event (Autobahn profile: ``eligible=None`` is
+        everyone, an empty list nobody).  ``exclude``/``eligible`` may hold
+        session ids or sessions.  Returns the number of local deliveries."""
+        ex = frozenset(_sid(x) for x in exclude) if exclude else frozenset()
+        el = frozenset(_sid(x) for x in eligible) if eligible is not None else None
+        return self.hub.broker.publish(topicUri, event, ex, el)
+
+
+def _sid(x: Any) -> str:
+    return x if isinstance(x, str) else x.session_id

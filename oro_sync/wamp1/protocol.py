@@ -1,0 +1,195 @@
+"""The WAMP v1 server protocol: a thin adapter between Autobahn and the core.
+
+It negotiates the ``wamp`` subprotocol, sends WELCOME, parses each text
+message with :mod:`oro_sync.wamp1.messages` and hands the result to the
+factory's RPC registry and pub/sub policy.  Events reach it only as
+pre-framed bytes (:meth:`send_frame`), written straight to the transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from oro_sync.core.frames import text_frame
+from oro_sync.core.session import ISession, new_session_id
+from oro_sync.wamp1 import messages as m
+from oro_sync.wamp1.rpc import RpcRegistry, error_triple
+
+_OPEN = WebSocketServerProtocol.STATE_OPEN
+
+
+def encode_event(topic: Any, event: Any) -> bytes:
+    """The WAMP v1 EVENT frame for ``event`` on ``topic`` (one per delivery)."""
+    return text_frame(m.event(topic.uri, event))
+
+
+@implementer(ISession)
+class WampServerProtocol(WebSocketServerProtocol):
+    """One WAMP v1 client connection (AutobahnPython 0.8's API, on Autobahn 26)."""
+
+    log = Logger()
+    encoder = staticmethod(encode_event)
+
+    session_id: str = ""
+    identity: Any = None
+    #: Per-connection RPC / pub-sub registrations (0.8 style), made lazily.
+    rpc_registry: RpcRegistry | None = None
+    pubsub_registry: Any = None
+
+    # -- handshake ----------------------------------------------------------
+
+    def onConnect(self, request: Any) -> Any:
+        self.prefixes: dict[str, str] = {}
+        self.subscriptions: set[str] = set()
+        if "wamp" in request.protocols:
+            return "wamp"
+        if self.factory.strictSubprotocol:
+            raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
+                                 'this server speaks WAMP v1: offer the WebSocket subprotocol "wamp"')
+        return None
+
+    def onOpen(self) -> None:
+        self.session_id = new_session_id()
+        self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
+        self.factory.sessionOpened(self)
+        self.onSessionOpen()
+
+    def onSessionOpen(self) -> None:
+        """Override to register per-connection RPC or pub/sub, as in 0.8."""
+
+    # -- ISession -----------------------------------------------------------
+
+    def send_frame(self, data: bytes) -> None:
+        if self.state == _OPEN:
+            self.transport.write(data)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with any WebSocket code (Autobahn's sendClose allows only
+        1000 and 3000-4999; the failure path sends the given code)."""
+        if code == 1000 or 3000 <= code <= 4999:
+            self.sendClose(code, reason)
+        else:
+            self._fail_connection(code, reason)
+
+    # -- incoming messages ----------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            self._reject("binary messages are not WAMP v1", m.CLOSE_UNSUPPORTED_DATA)
+            return
+        try:
+            msg = m.parse_message(payload)
+        except m.ProtocolError as e:
+            if e.call_id is not None:
+                self.log.info("{session} sent a bad CALL: {why}", session=self.session_id, why=e.reason)
+                self.sendMessage(m.call_error(e.call_id, m.ERROR_INVALID_CALL, e.reason).encode("utf-8"))
+            else:
+                self._reject(e.reason, e.code)
+            return
+        kind = type(msg)
+        policy = self.factory.pubsub
+        if kind is m.Publish:
+            policy.publish(self, m.resolve_curie(msg.topic_uri, self.prefixes), msg)
+        elif kind is m.Subscribe:
+            policy.subscribe(self, m.resolve_curie(msg.topic_uri, self.prefixes))
+        elif kind is m.Unsubscribe:
+            policy.unsubscribe(self, m.resolve_curie(msg.topic_uri, self.prefixes))
+        elif kind is m.Call:
+            self._call(msg)
+        else:
+            self._prefix(msg)
+
+    def _reject(self, reason: str, code: int) -> None:
+        self.log.warn("closing {peer} ({session}) with {code}: {why}",
+                      peer=self.peer, session=self.session_id, code=code, why=reason)
+        self.close(code, reason)
+
+    def _prefix(self, msg: m.Prefix) -> None:
+        limit = self.factory.maxPrefixes
+        if msg.prefix not in self.prefixes and limit and len(self.prefixes) >= limit:
+            self._reject(f"at most {limit} prefixes per connection", m.CLOSE_POLICY_VIOLATION)
+            return
+        self.prefixes[msg.prefix] = msg.uri
+
+    def _call(self, msg: m.Call) -> None:
+        uri = m.resolve_curie(msg.proc_uri, self.prefixes)
+        proc = None
+        if self.rpc_registry is not None:
+            proc = self.rpc_registry.lookup(uri)
+        if proc is None:
+            proc = self.factory.rpc.lookup(uri)
+        if proc is None:
+            self._send_text(m.call_error(msg.call_id, m.ERROR_NO_SUCH_RPC_ENDPOINT,
+                                         f"no procedure registered for URI {uri}"))
+            return
+        d = maybeDeferred(proc, *msg.args)
+        d.addCallbacks(self._call_result, self._call_failed,
+                       callbackArgs=(msg.call_id,), errbackArgs=(msg.call_id, uri))
+
+    def _call_result(self, result: Any, call_id: str) -> None:
+        try:
+            text = m.call_result(call_id, result)
+        except (TypeError, ValueError) as e:
+            self.log.error("result of call {call} is not JSON: {why}", call=call_id, why=str(e))
+            text = m.call_error(call_id, m.ERROR_INTERNAL, "procedure result is not serializable to JSON")
+        self._send_text(text)
+
+    def _call_failed(self, failure: Any, call_id: str, uri: str) -> None:
+        uri_, desc, details = error_triple(failure.value)
+        if uri_ == m.ERROR_INTERNAL:
+            self.log.failure("procedure {uri} failed", failure, uri=uri)
+        try:
+            text = m.call_error(call_id, uri_, desc, details)
+        except (TypeError, ValueError):
+            text = m.call_error(call_id, m.ERROR_INTERNAL, "error details are not serializable to JSON")
+        self._send_text(text)
+
+    def _send_text(self, text: str) -> None:
+        if self.state == _OPEN:
+            self.sendMessage(text.encode("utf-8"))
+
+    # -- closing ------------------------------------------------------------
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if self.session_id:
+            self.factory.sessionClosed(self)
+
+    # -- 0.8-style per-connection registration ----------------------------
+
+    def _own_rpc(self) -> RpcRegistry:
+        if self.rpc_registry is None:
+            self.rpc_registry = RpcRegistry()
+        return self.rpc_registry
+
+    def _own_pubsub(self) -> Any:
+        if self.pubsub_registry is None:
+            from oro_sync.wamp1.pubsub import PubSubRegistry
+            self.pubsub_registry = PubSubRegistry()
+        return self.pubsub_registry
+
+    def registerForRpc(self, obj: Any, baseUri: str = "", methods: list | None = None) -> list[str]:
+        return self._own_rpc().registerForRpc(obj, baseUri, methods)
+
+    def registerMethodForRpc(self, uri: str, obj: Any, proc: Any) -> None:
+        self._own_rpc().registerMethodForRpc(uri, obj, proc)
+
+    def registerProcedureForRpc(self, uri: str, proc: Any) -> None:
+        self._own_rpc().registerProcedureForRpc(uri, proc)
+
+    def registerForPubSub(self, topicUri: str, prefixMatch: bool = False, pubsub: int = 3) -> None:
+        self._own_pubsub().registerForPubSub(topicUri, prefixMatch, pubsub)
+
+    def registerHandlerForSub(self, obj: Any, topicUri: str, handler: Any, prefixMatch: bool = False) -> None:
+        self._own_pubsub().registerHandlerForSub(obj, topicUri, handler, prefixMatch)
+
+    def registerHandlerForPub(self, obj: Any, topicUri: str, handler: Any, prefixMatch: bool = False) -> None:
+        self._own_pubsub().registerHandlerForPub(obj, topicUri, handler, prefixMatch)
+
+    def registerHandlerForPubSub(self, obj: Any, baseUri: str = "") -> None:
+        self._own_pubsub().registerHandlerForPubSub(obj, baseUri)
