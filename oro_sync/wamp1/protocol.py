@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from oro_sync.core.frames import text_frame
 from oro_sync.core.session import ISession, new_session_id
+from oro_sync.identity import Identity
 from oro_sync.wamp1 import messages as m
 from oro_sync.wamp1.rpc import RpcRegistry, error_triple
 
@@ -56,6 +57,8 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self.session_id = new_session_id()
+        if self.identity is None:
+            self.identity = Identity.anonymous_for(self.session_id)
         self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
         self.factory.sessionOpened(self)
         self.onSessionOpen()
