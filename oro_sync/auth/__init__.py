@@ -1,0 +1,1 @@
+"""Authentication: Oro sync tickets, users, origins."""

@@ -1,0 +1,1 @@
+"""oro-sync test suite (trial)."""
