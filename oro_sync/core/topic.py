@@ -150,6 +150,15 @@ class TopicRegistry:
             self._drop(topic)
         return topic
 
+    def forget(self, session: Any, topic: Topic) -> None:
+        """Undo a subscription a handler refused (the session was already
+        removed from ``topic``): drop it from the session and drop the topic
+        if it is now empty."""
+        topic.remove(session)
+        session.subscriptions.discard(topic.uri)
+        if not topic.subscribers:
+            self._drop(topic)
+
     def leave_all(self, session: Any) -> list[Topic]:
         """Remove ``session`` from every topic (on disconnect)."""
         left = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from autobahn.twisted.websocket import WebSocketServerFactory
-from twisted.logger import Logger
+from oro_sync.logs import Logger
 
 from oro_sync import SERVER_IDENT
 from oro_sync.core.hub import Hub
@@ -53,6 +53,7 @@ class WampServerFactory(WebSocketServerFactory):
         self.maxPrefixes = maxPrefixes
         self.serverIdent = serverIdent
         self._session_observers: list[Any] = []
+        self.noisy = False
         # Answer bad input with a close frame carrying a code and reason,
         # rather than Autobahn's default of dropping TCP (seen as 1006).
         self.setProtocolOptions(failByDrop=False,

@@ -13,7 +13,7 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import maybeDeferred
-from twisted.logger import Logger
+from oro_sync.logs import Logger
 from zope.interface import implementer
 
 from oro_sync.core.frames import text_frame

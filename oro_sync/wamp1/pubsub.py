@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from twisted.logger import Logger
+from oro_sync.logs import Logger
 from zope.interface import implementer
 
 from oro_sync.core.profiles import autobahn_receivers

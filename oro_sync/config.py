@@ -1,0 +1,114 @@
+"""The server configuration file (``oro-sync.yml``) and its validation.
+
+Every problem is a :class:`ConfigError` naming the file and the setting, so
+``twistd oro-sync`` can print one clear line instead of a traceback.
+Relative paths in the file are relative to the file's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+#: The configuration shipped with the package (also at ``etc/`` in the source tree).
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "etc", "oro-sync.yml")
+
+DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0"
+
+_TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits"}
+_SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout"}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used."""
+
+
+@dataclass
+class ServerSettings:
+    listen: str = DEFAULT_LISTEN
+    strict_subprotocol: bool = False
+    max_message_size: int = 1024 * 1024
+    shutdown_timeout: float = 3.0
+
+
+@dataclass
+class Config:
+    """Everything ``oro-sync.yml`` says, with paths made absolute."""
+
+    path: str = ""
+    server: ServerSettings = field(default_factory=ServerSettings)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    routing: list[str] = field(default_factory=list)
+    services: dict[str, Any] = field(default_factory=dict)
+    auth: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+def _expect(value: Any, kind: type | tuple, where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where} must be a {names}, not {type(value).__name__}")
+    return value
+
+
+def load_config(path: str | None = None) -> Config:
+    """Read and validate a configuration file (the shipped one by default)."""
+    path = os.path.abspath(path or DEFAULT_CONFIG)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        data = {}
+    try:
+        return parse_config(data, path)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def parse_config(data: Any, path: str = "") -> Config:
+    _expect(data, dict, "the configuration")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(sorted(map(str, unknown)))} "
+                          f"(known: {', '.join(sorted(_TOP_KEYS))})")
+    base = os.path.dirname(path) if path else os.getcwd()
+    cfg = Config(path=path)
+
+    server = _expect(data.get("server") or {}, dict, "'server'")
+    unknown = set(server) - _SERVER_KEYS
+    if unknown:
+        raise ConfigError(f"unknown server setting(s) {', '.join(sorted(map(str, unknown)))}")
+    s = cfg.server
+    s.listen = _expect(server.get("listen", s.listen), str, "server.listen")
+    s.strict_subprotocol = _expect(server.get("strict_subprotocol", s.strict_subprotocol), bool,
+                                   "server.strict_subprotocol")
+    s.max_message_size = _expect(server.get("max_message_size", s.max_message_size), int,
+                                 "server.max_message_size")
+    s.shutdown_timeout = float(_expect(server.get("shutdown_timeout", s.shutdown_timeout), (int, float),
+                                       "server.shutdown_timeout"))
+
+    cfg.parameters = dict(_expect(data.get("parameters") or {}, dict, "'parameters'"))
+    routing = data.get("routing") or []
+    if isinstance(routing, str):
+        routing = [routing]
+    for i, p in enumerate(_expect(routing, list, "'routing'")):
+        _expect(p, str, f"routing[{i}]")
+    cfg.routing = [resolve_path(p, base) for p in routing]
+    cfg.services = dict(_expect(data.get("services") or {}, dict, "'services'"))
+    cfg.auth = dict(_expect(data.get("auth") or {}, dict, "'auth'"))
+    cfg.origins = dict(_expect(data.get("origins") or {}, dict, "'origins'"))
+    cfg.limits = dict(_expect(data.get("limits") or {}, dict, "'limits'"))
+    return cfg
+
+
+def resolve_path(p: str, base: str) -> str:
+    p = os.path.expanduser(p)
+    return p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))

@@ -1,0 +1,154 @@
+"""Oro's pub/sub: the router and topic handlers decide what clients' actions do.
+
+This is the :class:`~oro_sync.interfaces.IPubSubPolicy` of an Oro server
+(GosWebSocketBundle's topic dispatcher, with its bugs fixed):
+
+- SUBSCRIBE to a routed channel adds the client to the topic, then runs the
+  route's handlers' ``onSubscribe`` in order (a handler may remove the client
+  to refuse it); periodic timers start with a topic's first subscriber.
+- UNSUBSCRIBE (and disconnect) run ``onUnSubscribe``, then remove the client;
+  a topic with no subscribers is dropped and its timers stopped.
+- PUBLISH runs ``onPublish`` with the Ratchet/Oro profile's exclude and
+  eligible lists; nothing is delivered unless a handler does it.
+- Unrouted channels are logged and do nothing; a handler exception is logged
+  with the topic and event, the other handlers still run and the connection
+  stays open.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from zope.interface import implementer
+
+from oro_sync.core.profiles import ratchet_eligible, ratchet_exclude
+from oro_sync.core.topic import SubscriptionLimitExceeded, Topic
+from oro_sync.interfaces import IPubSubPolicy, IPushableTopic, ITopicPeriodicTimer
+from oro_sync.logs import Logger
+from oro_sync.routing import Router, RoutingError, WampRequest
+
+
+@implementer(IPubSubPolicy)
+class OroPubSub:
+    """Routes client actions on topics to the topic handlers."""
+
+    log = Logger()
+
+    def __init__(self, hub: Any, router: Router, handlers: dict[str, Any],
+                 may_publish: Callable[[Any, WampRequest], bool] | None = None):
+        self.hub = hub
+        self.router = router
+        self.handlers = handlers
+        #: ``may_publish(session, request)``: who may publish (see oro_sync.auth.policy).
+        self.may_publish = may_publish
+        missing = [(route, name) for route in router.routes for name in route.callbacks
+                   if name not in handlers]
+        if missing:
+            route, name = missing[0]
+            raise RoutingError(f"handler.callback names no handler: {name!r} (handlers: "
+                               f"{', '.join(sorted(handlers)) or 'none'})", route.source, route.name)
+        hub.topics.on_removed.append(self._topic_removed)
+
+    def handlers_for(self, request: WampRequest) -> list[Any]:
+        return [self.handlers[name] for name in request.route.callbacks]
+
+    # -- IPubSubPolicy ----------------------------------------------------------
+
+    def subscribe(self, session: Any, topic_uri: str) -> None:
+        request = self.router.match(topic_uri)
+        if request is None:
+            self.log.info("{session} subscribed to unrouted topic {topic}: ignored",
+                          session=session.session_id, topic=topic_uri)
+            return
+        try:
+            topic = self.hub.topics.subscribe(session, topic_uri)
+        except SubscriptionLimitExceeded as e:
+            self.log.warn("{session} refused subscription to {topic}: {why}",
+                          session=session.session_id, topic=topic_uri, why=str(e))
+            return
+        if topic is None:
+            return  # already subscribed
+        handlers = self.handlers_for(request)
+        for handler in handlers:
+            self._call(handler, "onSubscribe", topic, topic_uri, None, session, topic, request)
+            if session.session_id not in topic.subscribers:
+                # Refused by this handler: undo the subscription everywhere.
+                self.hub.topics.forget(session, topic)
+                return
+        for handler in handlers:
+            if ITopicPeriodicTimer.providedBy(handler):
+                self._call(handler, "registerPeriodicTimer", topic, topic_uri, None, topic)
+
+    def unsubscribe(self, session: Any, topic_uri: str) -> None:
+        if topic_uri not in session.subscriptions:
+            return
+        topic = self.hub.topics.get(topic_uri)
+        request = self.router.match(topic_uri)
+        if topic is not None and request is not None:
+            for handler in self.handlers_for(request):
+                self._call(handler, "onUnSubscribe", topic, topic_uri, None, session, topic, request)
+        self.hub.topics.unsubscribe(session, topic_uri)
+
+    def publish(self, session: Any, topic_uri: str, message: Any) -> None:
+        request = self.router.match(topic_uri)
+        if request is None:
+            self.log.info("{session} published to unrouted topic {topic}: dropped",
+                          session=session.session_id, topic=topic_uri)
+            return
+        if self.may_publish is not None and not self.may_publish(session, request):
+            identity = getattr(session, "identity", None)
+            self.log.warn("{user} ({session}) may not publish to {topic}: dropped",
+                          user=getattr(identity, "username", "?"), session=session.session_id,
+                          topic=topic_uri)
+            return
+        # The publisher need not be subscribed; a topic nobody is in still
+        # reaches other nodes through the broker.
+        topic = self.hub.topics.get(topic_uri) or Topic(topic_uri, self.hub.broker)
+        exclude = ratchet_exclude(session.session_id, message.exclude, message.flag_truthy)
+        eligible = ratchet_eligible(message.eligible)
+        for handler in self.handlers_for(request):
+            self._call(handler, "onPublish", topic, topic_uri, message.event,
+                       session, topic, request, message.event, exclude, eligible)
+
+    def session_closed(self, session: Any) -> None:
+        for uri in list(session.subscriptions):
+            self.unsubscribe(session, uri)
+
+    # -- backend pushes -----------------------------------------------------------
+
+    def push(self, name_or_channel: str, data: Any) -> bool:
+        """Hand backend data to the pushable handlers of a route.
+
+        ``name_or_channel`` is a route name or a concrete topic URI (as in
+        GosWebSocketBundle's pusher messages).  Returns False if nothing matched.
+        """
+        route = self.router.get(name_or_channel)
+        request = (WampRequest(route.name, route, route.channel, {}) if route is not None
+                   else self.router.match(name_or_channel))
+        if request is None:
+            self.log.warn("push to unknown route or topic {name}: dropped", name=name_or_channel)
+            return False
+        topic = self.hub.topics.get(request.matched) or Topic(request.matched, self.hub.broker)
+        pushed = False
+        for handler in self.handlers_for(request):
+            if IPushableTopic.providedBy(handler):
+                pushed = True
+                self._call(handler, "onPush", topic, request.matched, data, topic, request, data)
+        return pushed
+
+    # -- internals ----------------------------------------------------------------
+
+    def _topic_removed(self, topic: Topic) -> None:
+        request = self.router.match(topic.uri)
+        if request is None:
+            return
+        for handler in self.handlers_for(request):
+            if ITopicPeriodicTimer.providedBy(handler):
+                self._call(handler, "unregisterPeriodicTimer", topic, topic.uri, None, topic)
+
+    def _call(self, handler: Any, method: str, topic: Any, uri: str, event: Any, *args: Any) -> None:
+        try:
+            getattr(handler, method)(*args)
+        except Exception:
+            self.log.failure("{handler}.{method} failed on topic {topic} (event: {event!r})",
+                             handler=handler.getName(), method=method, topic=uri, event=event)

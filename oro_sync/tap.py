@@ -1,0 +1,133 @@
+"""``twistd oro-sync``: command-line options and the service tree.
+
+``twistd -n oro-sync`` runs in the foreground; SIGTERM (or SIGINT) closes
+every WebSocket with 1001 "going away", waits briefly for the clients'
+replies, and exits cleanly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, endpoints
+from twisted.python import usage
+
+from oro_sync import logs
+from oro_sync.config import ConfigError, load_config
+from oro_sync.logs import Logger
+from oro_sync.routing import RoutingError
+from oro_sync.services import ServiceError
+
+GOING_AWAY = 1001
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Serve Oro's real-time topics over WAMP v1 (WebSocket subprotocol 'wamp'). "
+                "Without --config the packaged default (all Oro 3.1 platform routes) is used.")
+
+    optParameters = [
+        ["config", "c", None, "The configuration file (oro-sync.yml)."],
+        ["listen", "l", None,
+         "Where to listen, as a Twisted endpoint (default from the config: tcp:8080:interface=0.0.0.0; "
+         "TLS: ssl:8443:privateKey=key.pem:certKey=cert.pem)."],
+        ["ping-interval", None, None, "Seconds between keep-alive pings on oro/ping (default 50)."],
+        ["log-level", None, "info", "Lowest level to log: " + ", ".join(logs.LEVELS) + "."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["routing"] = []
+
+    def opt_routing(self, path: str) -> None:
+        """A websocket_routing.yml file, directory or glob (repeatable; replaces the config's list)."""
+        self["routing"].append(path)
+
+    opt_r = opt_routing
+
+    def postOptions(self) -> None:
+        if self["log-level"] not in logs.LEVELS:
+            raise usage.UsageError(f"--log-level must be one of {', '.join(logs.LEVELS)}")
+        try:
+            config = load_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        if self["routing"]:
+            config.routing = list(self["routing"])
+        if self["listen"]:
+            config.server.listen = self["listen"]
+        if self["ping-interval"] is not None:
+            try:
+                interval = float(self["ping-interval"])
+            except ValueError:
+                raise usage.UsageError("--ping-interval must be a number of seconds") from None
+            if interval <= 0:
+                raise usage.UsageError("--ping-interval must be positive")
+            config.parameters["oro_sync.websocket_ping.interval"] = interval
+        self.config = config
+
+
+class OroSyncService(service.Service):
+    """Listens on the configured endpoint; on stop, says goodbye to every client."""
+
+    log = Logger()
+
+    def __init__(self, factory: Any, listen: str, reactor: Any, shutdown_timeout: float = 3.0):
+        self.factory = factory
+        self.listen = listen
+        self.reactor = reactor
+        self.shutdown_timeout = shutdown_timeout
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = endpoints.serverFromString(self.reactor, self.listen)
+        d = endpoint.listen(self.factory)
+        d.addCallbacks(self._listening, self._cannot_listen)
+
+    def _listening(self, port: Any) -> None:
+        self.port = port
+        addr = port.getHost()
+        self.log.info("oro-sync listening on {host}:{port} ({listen})",
+                      host=getattr(addr, "host", "?"), port=getattr(addr, "port", "?"), listen=self.listen)
+
+    def _cannot_listen(self, failure: Any) -> None:
+        self.log.critical("oro-sync cannot listen on {listen}: {why}", listen=self.listen,
+                          why=failure.getErrorMessage())
+        self.reactor.callWhenRunning(self.reactor.stop)
+
+    @defer.inlineCallbacks
+    def stopService(self):  # type: ignore[override]
+        super().stopService()
+        if self.port is not None:
+            yield self.port.stopListening()
+        sessions = list(self.factory.hub.sessions.values())
+        if sessions:
+            self.log.info("closing {n} WebSocket connections (1001)", n=len(sessions))
+        closed = []
+        for session in sessions:
+            closed.append(session.is_closed)
+            session.close(GOING_AWAY, "server shutting down")
+        if closed:
+            done = defer.DeferredList(closed, consumeErrors=True)
+            timeout = self.reactor.callLater(self.shutdown_timeout, done.cancel)
+            try:
+                yield done
+            except defer.CancelledError:
+                pass
+            if timeout.active():
+                timeout.cancel()
+
+
+def makeService(options: Options, reactor: Any = None) -> service.IService:
+    if reactor is None:
+        from twisted.internet import reactor
+    logs.set_level(options["log-level"])
+    config = options.config
+    from oro_sync.server import build_factory
+    try:
+        factory = build_factory(config, reactor)
+    except (RoutingError, ServiceError) as e:
+        raise usage.UsageError(str(e)) from None
+    return OroSyncService(factory, config.server.listen, reactor, config.server.shutdown_timeout)
