@@ -3,7 +3,8 @@
 A route maps a channel pattern such as ``oro/email_event/{user_id}/{organization_id}``
 to one or more topic handlers.  The file format is OroSyncBundle's (one YAML
 mapping per route, keys ``channel``, ``handler.callback``, ``handler.args``,
-``requirements.<param>.pattern`` / ``.wildcard``).  Matching follows
+``requirements.<param>.pattern`` / ``.wildcard``; oro-sync adds an optional
+``publishers: backend|users|anyone``).  Matching follows
 GosWebSocketBundle's pubsub router with its quirks fixed (see the README):
 
 - channel and URI are split on ``/`` and must have as many segments;
@@ -29,7 +30,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-_ROUTE_KEYS = {"channel", "handler", "requirements"}
+_ROUTE_KEYS = {"channel", "handler", "requirements", "publishers"}
+_PUBLISHERS = ("backend", "users", "anyone")
 _HANDLER_KEYS = {"callback", "args"}
 _REQUIREMENT_KEYS = {"pattern", "wildcard"}
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -78,6 +80,9 @@ class Route:
     requirements: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""
     segments: tuple[_Segment, ...] = ()
+    #: Who may publish (an oro-sync extension): backend, users or anyone;
+    #: None means the server's default.
+    publishers: str | None = None
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
         """The attributes captured from ``parts``, or None if it does not match."""
@@ -139,6 +144,9 @@ def compile_route(name: str, spec: Any, source: str = "") -> Route:
     args = handler.get("args") or []
     if not isinstance(args, list):
         raise RoutingError("'handler.args' must be a list", source, name)
+    publishers = spec.get("publishers")
+    if publishers is not None and publishers not in _PUBLISHERS:
+        raise RoutingError(f"'publishers' must be one of {', '.join(_PUBLISHERS)}", source, name)
     requirements = spec.get("requirements") or {}
     if not isinstance(requirements, dict):
         raise RoutingError("'requirements' must be a mapping", source, name)
@@ -162,7 +170,8 @@ def compile_route(name: str, spec: Any, source: str = "") -> Route:
             raise RoutingError(f"requirement for {pname!r}, which is not a placeholder of the channel",
                                source, name)
     return Route(name=name, channel=channel, callbacks=tuple(callbacks), args=tuple(args),
-                 requirements=requirements, source=source, segments=tuple(segments))
+                 requirements=requirements, source=source, segments=tuple(segments),
+                 publishers=publishers)
 
 
 def _placeholder(pname: str, rule: Any, source: str, route: str) -> _Segment:

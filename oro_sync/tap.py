@@ -128,6 +128,6 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
     from oro_sync.server import build_factory
     try:
         factory = build_factory(config, reactor)
-    except (RoutingError, ServiceError) as e:
+    except (ConfigError, RoutingError, ServiceError) as e:
         raise usage.UsageError(str(e)) from None
     return OroSyncService(factory, config.server.listen, reactor, config.server.shutdown_timeout)

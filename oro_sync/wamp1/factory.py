@@ -9,6 +9,8 @@ topic layer swaps in its router-driven policy instead.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from autobahn.twisted.websocket import WebSocketServerFactory
@@ -22,6 +24,30 @@ from oro_sync.wamp1.rpc import RpcRegistry
 
 #: Default largest message a client may send (bytes); bigger ones close with 1009.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+@dataclass
+class Limits:
+    """What one client may cost the server.  0 disables a limit.
+
+    The defaults are safe for a public server and generous for Oro's use.
+    """
+
+    #: Concurrent connections in total / from one client address (HTTP 503 beyond).
+    max_connections: int = 0
+    max_connections_per_address: int = 0
+    #: Subscriptions one connection may hold (more are refused and logged).
+    max_subscriptions: int = 1000
+    #: PUBLISH messages per second per connection, and the burst allowed.
+    publish_rate: float = 0.0
+    publish_burst: int = 100
+    #: Bytes of events queued for a peer that stopped reading before it is cut off.
+    max_output_buffer: int = 4 * 1024 * 1024
+    #: WebSocket ping every N seconds; no pong within the timeout drops the peer.
+    auto_ping_interval: float = 30.0
+    auto_ping_timeout: float = 30.0
+    #: Seconds an opening handshake may take before the connection is dropped.
+    handshake_timeout: float = 10.0
 
 
 class WampServerFactory(WebSocketServerFactory):
@@ -42,9 +68,25 @@ class WampServerFactory(WebSocketServerFactory):
                  maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
                  maxPrefixes: int = 256,
                  serverIdent: str = SERVER_IDENT,
+                 limits: Limits | None = None,
+                 originPolicy: Any = None,
+                 authenticator: Any = None,
                  reactor: Any = None, **kwargs: Any):
         super().__init__(url, protocols=["wamp"], server=serverIdent, reactor=reactor, **kwargs)
-        self.hub = hub if hub is not None else Hub()
+        if reactor is None:
+            from twisted.internet import reactor
+        #: The clock used for rate limits (a task.Clock in tests).
+        self.clock = reactor
+        self.limits = limits if limits is not None else Limits()
+        #: An OriginPolicy (None: any Origin, as a plain WAMP server).
+        self.originPolicy = originPolicy
+        #: ``authenticate(request, session_id) -> Identity`` (or a Deferred);
+        #: raising ConnectionDeny refuses the handshake.  None: anonymous.
+        self.authenticator = authenticator
+        self.stats: Counter = Counter()
+        self._per_address: Counter = Counter()
+        self._connections = 0
+        self.hub = hub if hub is not None else Hub(max_subscriptions=self.limits.max_subscriptions)
         self.rpc = RpcRegistry()
         self.pubsub_registry = PubSubRegistry()
         #: What SUBSCRIBE / UNSUBSCRIBE / PUBLISH do (an IPubSubPolicy).
@@ -56,9 +98,35 @@ class WampServerFactory(WebSocketServerFactory):
         self.noisy = False
         # Answer bad input with a close frame carrying a code and reason,
         # rather than Autobahn's default of dropping TCP (seen as 1006).
+        lim = self.limits
         self.setProtocolOptions(failByDrop=False,
                                 maxMessagePayloadSize=maxMessageSize,
-                                maxFramePayloadSize=maxMessageSize)
+                                maxFramePayloadSize=maxMessageSize,
+                                openHandshakeTimeout=lim.handshake_timeout,
+                                autoPingInterval=lim.auto_ping_interval,
+                                autoPingTimeout=lim.auto_ping_timeout)
+
+    # -- connection accounting ---------------------------------------------------
+
+    def connectionCounted(self, host: str, delta: int) -> None:
+        """TCP connections come (+1) and go (-1), counted in total and per address."""
+        self._connections += delta
+        n = self._per_address[host] + delta
+        if n > 0:
+            self._per_address[host] = n
+        else:
+            self._per_address.pop(host, None)
+
+    def connectionRefusal(self, host: str) -> str | None:
+        """Why a new connection from ``host`` is over a limit, or None."""
+        lim = self.limits
+        if lim.max_connections and self._connections > lim.max_connections:
+            self.stats["refused_max_connections"] += 1
+            return f"server is at its limit of {lim.max_connections} connections"
+        if lim.max_connections_per_address and self._per_address[host] > lim.max_connections_per_address:
+            self.stats["refused_max_connections_per_address"] += 1
+            return f"at most {lim.max_connections_per_address} connections per client address"
+        return None
 
     # -- sessions -------------------------------------------------------------
 

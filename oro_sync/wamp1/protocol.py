@@ -13,9 +13,11 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IPushProducer
 from oro_sync.logs import Logger
 from zope.interface import implementer
 
+from oro_sync.auth.origins import fix_schemeless_origin
 from oro_sync.core.frames import text_frame
 from oro_sync.core.session import ISession, new_session_id
 from oro_sync.identity import Identity
@@ -30,9 +32,16 @@ def encode_event(topic: Any, event: Any) -> bytes:
     return text_frame(m.event(topic.uri, event))
 
 
-@implementer(ISession)
+@implementer(ISession, IPushProducer)
 class WampServerProtocol(WebSocketServerProtocol):
-    """One WAMP v1 client connection (AutobahnPython 0.8's API, on Autobahn 26)."""
+    """One WAMP v1 client connection (AutobahnPython 0.8's API, on Autobahn 26).
+
+    It is also the push producer of its transport: when the peer stops
+    reading and the kernel and transport buffers fill, Twisted pauses it, and
+    events written while paused are counted; past the factory's output
+    buffer limit the connection is aborted (a slow consumer must not grow
+    the server's memory without bound).
+    """
 
     log = Logger()
     encoder = staticmethod(encode_event)
@@ -40,25 +49,77 @@ class WampServerProtocol(WebSocketServerProtocol):
     session_id: str = ""
     identity: Any = None
     #: Per-connection RPC / pub-sub registrations (0.8 style), made lazily.
-    rpc_registry: RpcRegistry | None = None
+    rpc_registry: Any = None
     pubsub_registry: Any = None
 
-    # -- handshake ----------------------------------------------------------
+    # Output flow control (see the class docstring).
+    _paused = False
+    _paused_bytes = 0
+    # Publish rate limiting (token bucket).
+    _tokens = 0.0
+    _last_refill = 0.0
+    _throttled = False
+    _peer_host = ""
+    _origin_fixed = False
+
+    # -- connection and handshake ------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._peer_host = getattr(self.transport.getPeer(), "host", "")
+        self.factory.connectionCounted(self._peer_host, +1)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.connectionCounted(self._peer_host, -1)
+        super().connectionLost(reason)
+
+    def processHandshake(self) -> Any:
+        if not self._origin_fixed:
+            end = self.data.find(b"\r\n\r\n")
+            if end >= 0:
+                self._origin_fixed = True
+                self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
+        return super().processHandshake()
 
     def onConnect(self, request: Any) -> Any:
         self.prefixes: dict[str, str] = {}
         self.subscriptions: set[str] = set()
+        self.session_id = new_session_id()
+        factory = self.factory
+        refusal = factory.connectionRefusal(self._peer_host)
+        if refusal is not None:
+            self.log.warn("refusing {peer}: {why}", peer=self.peer, why=refusal)
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, refusal)
+        if factory.originPolicy is not None:
+            refusal = factory.originPolicy.check(request.headers.get("origin"))
+            if refusal is not None:
+                self.log.warn("refusing {peer}: {why}", peer=self.peer, why=refusal)
+                raise ConnectionDeny(ConnectionDeny.FORBIDDEN, refusal)
         if "wamp" in request.protocols:
-            return "wamp"
-        if self.factory.strictSubprotocol:
+            protocol = "wamp"
+        elif factory.strictSubprotocol:
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
                                  'this server speaks WAMP v1: offer the WebSocket subprotocol "wamp"')
-        return None
+        else:
+            protocol = None
+        if factory.authenticator is None:
+            return protocol
+        d = maybeDeferred(factory.authenticator.authenticate, request, self.session_id)
+
+        def authenticated(identity: Any) -> Any:
+            self.identity = identity
+            return protocol
+
+        return d.addCallback(authenticated)
 
     def onOpen(self) -> None:
-        self.session_id = new_session_id()
         if self.identity is None:
             self.identity = Identity.anonymous_for(self.session_id)
+        limits = self.factory.limits
+        self._tokens = float(limits.publish_burst)
+        self._last_refill = self.factory.clock.seconds()
+        if limits.max_output_buffer:
+            self.transport.registerProducer(self, True)
         self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
         self.factory.sessionOpened(self)
         self.onSessionOpen()
@@ -71,6 +132,30 @@ class WampServerProtocol(WebSocketServerProtocol):
     def send_frame(self, data: bytes) -> None:
         if self.state == _OPEN:
             self.transport.write(data)
+            if self._paused:
+                self._paused_bytes += len(data)
+                if self._paused_bytes > self.factory.limits.max_output_buffer:
+                    self._slow_consumer()
+
+    # IPushProducer: the transport tells us when its buffer is full / drained.
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._paused_bytes = 0
+
+    def stopProducing(self) -> None:
+        self._paused = False
+
+    def _slow_consumer(self) -> None:
+        self.log.warn("{peer} ({session}) does not read its events: closing "
+                      "(over {limit} bytes queued)", peer=self.peer, session=self.session_id,
+                      limit=self.factory.limits.max_output_buffer)
+        self.factory.stats["slow_consumers_closed"] += 1
+        self.wasClean = False
+        self.wasNotCleanReason = "slow consumer: output buffer limit exceeded"
+        self.dropConnection(abort=True)  # state CLOSED at once: nothing more is written
 
     def close(self, code: int, reason: str) -> None:
         """Close with any WebSocket code (Autobahn's sendClose allows only
@@ -98,6 +183,8 @@ class WampServerProtocol(WebSocketServerProtocol):
         kind = type(msg)
         policy = self.factory.pubsub
         if kind is m.Publish:
+            if self.factory.limits.publish_rate and not self._take_token():
+                return
             policy.publish(self, m.resolve_curie(msg.topic_uri, self.prefixes), msg)
         elif kind is m.Subscribe:
             policy.subscribe(self, m.resolve_curie(msg.topic_uri, self.prefixes))
@@ -107,6 +194,24 @@ class WampServerProtocol(WebSocketServerProtocol):
             self._call(msg)
         else:
             self._prefix(msg)
+
+    def _take_token(self) -> bool:
+        """Token bucket: ``publish_rate`` per second, bursts of ``publish_burst``."""
+        limits = self.factory.limits
+        now = self.factory.clock.seconds()
+        self._tokens = min(float(limits.publish_burst),
+                           self._tokens + (now - self._last_refill) * limits.publish_rate)
+        self._last_refill = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self._throttled = False
+            return True
+        self.factory.stats["publishes_throttled"] += 1
+        if not self._throttled:
+            self._throttled = True
+            self.log.warn("{peer} ({session}) publishes faster than {rate}/s: dropping",
+                          peer=self.peer, session=self.session_id, rate=limits.publish_rate)
+        return False
 
     def _reject(self, reason: str, code: int) -> None:
         self.log.warn("closing {peer} ({session}) with {code}: {why}",

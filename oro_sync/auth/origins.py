@@ -1,0 +1,77 @@
+"""The Origin allow-list, as Oro checks it (host comparison only).
+
+Allowed: ``localhost``, ``127.0.0.1``, the configured origins and the host of
+the application URL.  Scheme and port are ignored.  Browsers always send an
+Origin; backends and script clients often do not, so a missing Origin is
+allowed unless ``allow_missing`` is off (Oro's strict behaviour).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+from urllib.parse import urlsplit
+
+DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+
+_ORIGIN_HEADER = re.compile(rb"(?im)^((?:sec-websocket-)?origin:[ \t]*)([^\r\n]*?)[ \t]*$")
+
+
+def host_of(value: str) -> str:
+    """The host part of an origin or URL, as Oro extracts it.
+
+    ``example`` -> ``example``, ``http://example.com/p`` -> ``example.com``,
+    ``//www.example.com`` -> ``www.example.com``, ``127.0.0.1`` -> ``127.0.0.1``.
+    Returns "" when there is none.
+    """
+    value = value.strip()
+    if not value:
+        return ""
+    if "://" not in value and not value.startswith("//"):
+        value = "http://" + value
+    try:
+        return (urlsplit(value).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+class OriginPolicy:
+    """Decides whether a handshake's Origin header may connect."""
+
+    def __init__(self, origins: Iterable[str] = (), application_url: str | None = "http://localhost",
+                 allow_missing: bool = True):
+        hosts = set(DEFAULT_HOSTS)
+        hosts.update(h for h in (host_of(o) for o in origins) if h)
+        if application_url:
+            host = host_of(application_url)
+            if host:
+                hosts.add(host)
+        self.hosts = frozenset(hosts)
+        self.allow_missing = allow_missing
+
+    def check(self, origin: str | None) -> str | None:
+        """None when allowed, else the reason for refusing."""
+        if origin is None or not origin.strip():
+            return None if self.allow_missing else "no Origin header"
+        host = host_of(origin)
+        if host and host in self.hosts:
+            return None
+        return f"origin {origin!r} is not allowed"
+
+
+def fix_schemeless_origin(head: bytes) -> bytes:
+    """Give a scheme to an Origin header that has none (``Origin: 127.0.0.1``).
+
+    Oro's PHP backend client sends such an Origin, which Autobahn's handshake
+    parser rejects outright ("No host part"); with ``http://`` in front the
+    handshake proceeds and the host is checked by :class:`OriginPolicy` as usual.
+    """
+    def fix(m: re.Match) -> bytes:
+        value = m.group(2)
+        if not value or b"://" in value or value.lower() == b"null":
+            return m.group(0)
+        if value.startswith(b"//"):
+            return m.group(1) + b"http:" + value
+        return m.group(1) + b"http://" + value
+
+    return _ORIGIN_HEADER.sub(fix, head)
