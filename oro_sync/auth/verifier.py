@@ -1,0 +1,432 @@
+"""Asynchronous sync-ticket verification for the server.
+
+:class:`TicketVerifier` runs the checks of :mod:`oro_sync.auth.tickets` in
+Oro's order, but without blocking the reactor:
+
+- the 5000-round sha512 digest (~5-15 ms of CPU per ticket) runs in worker
+  *processes* (:class:`ProcessDigestPool`); threads would not help, since
+  ``hashlib`` keeps the GIL for inputs this small;
+- users come from an :class:`~oro_sync.auth.interfaces.IUserProvider`,
+  which returns Deferreds;
+- identical tickets are verified once until they expire (outcome cache),
+  and simultaneous verifications of the same ticket share one computation,
+  so a burst of reconnects, or a flood of one bad ticket, costs one digest;
+- optionally (``one_time=True``) a ticket is accepted only once, even when
+  its outcome comes from the cache.
+
+``verify`` fires with a :class:`~oro_sync.auth.tickets.VerifiedTicket`
+rather than an :class:`~oro_sync.identity.Identity`: tickets are checked
+during the HTTP upgrade, before the WebSocket session (and its id, which an
+anonymous identity is named after) exists.  Call
+``verified.identity(session_id)`` once the session is created, or use
+:meth:`TicketVerifier.verify_identity` when the id is already known.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing
+import os
+from collections import OrderedDict
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, NamedTuple
+
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from oro_sync.auth.interfaces import IUserProvider, UserRecord
+from oro_sync.auth.tickets import (
+    BAD_DIGEST, DEFAULT_TTL, UNKNOWN_USER, NonceStore, ParsedTicket, TicketError,
+    VerifiedTicket, check_created, compute_digest, finish_check, parse_ticket,
+    password_for, password_too_long, user_usable, validate_secret,
+)
+
+__all__ = [
+    "IDigestPool", "InlineDigestPool", "OutcomeCache", "ProcessDigestPool",
+    "TicketError", "TicketVerifier", "VerifiedTicket",
+]
+
+log = Logger()
+
+
+class IDigestPool(Interface):
+    """Something that computes ticket digests, possibly elsewhere."""
+
+    def compute(nonce: str, created: str, password: str, secret: str) -> Deferred:
+        """Fire (on the reactor thread) with
+        :func:`~oro_sync.auth.tickets.compute_digest` of the arguments."""
+
+    def shutdown() -> Deferred:
+        """Release workers; fire when they are gone."""
+
+
+@implementer(IDigestPool)
+class InlineDigestPool:
+    """Computes digests synchronously on the calling thread.
+
+    For tests and command-line tools; a server should not use it, since each
+    digest blocks the reactor for several milliseconds.
+    """
+
+    def compute(self, nonce: str, created: str, password: str, secret: str) -> Deferred:
+        return maybeDeferred(compute_digest, nonce, created, password, secret)
+
+    def shutdown(self) -> Deferred:
+        return succeed(None)
+
+
+@implementer(IDigestPool)
+class ProcessDigestPool:
+    """Digests computed by a :class:`ProcessPoolExecutor`, results delivered
+    on the reactor thread.
+
+    Workers start lazily (the first :meth:`compute`), number
+    ``os.cpu_count()`` by default, and are started with the ``spawn`` method:
+    forking a process that runs a reactor and threads is unsafe.  They are
+    shut down before the reactor shuts down (or by :meth:`shutdown`).  A
+    worker that dies breaks the executor; the affected computations fail and
+    the next one starts a fresh executor.
+
+    As with any ``spawn``-based multiprocessing, workers import the
+    program's main module: a script that starts the reactor must do so under
+    ``if __name__ == "__main__":`` (``twistd`` and console scripts do).
+    """
+
+    def __init__(self, reactor: Any = None, max_workers: int | None = None,
+                 mp_context: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+            reactor = _reactor
+        self._reactor = reactor
+        self.max_workers = max(1, max_workers or os.cpu_count() or 1)
+        self._mp_context = mp_context or multiprocessing.get_context("spawn")
+        self._executor: ProcessPoolExecutor | None = None
+        self._trigger: Any = None
+        self._closed = False
+        #: Number of digests submitted (for metrics and tests).
+        self.submitted = 0
+
+    @property
+    def running(self) -> bool:
+        return self._executor is not None
+
+    def start(self) -> Deferred:
+        """Spawn every worker now; fire when all have answered once.
+
+        Optional: a spawned worker needs up to a second to start (a fresh
+        interpreter importing this module and the program's main module), so
+        a server may call this at start-up rather than make the first
+        connections wait.
+        """
+        try:
+            executor = self._ensure_executor()
+        except Exception:
+            return fail()
+        return gatherResults(
+            [self._submit(executor, compute_digest, "", "", "", "warm-up", 1)
+             for _ in range(self.max_workers)],
+            consumeErrors=True,
+        ).addCallback(lambda _: None)
+
+    def _ensure_executor(self) -> ProcessPoolExecutor:
+        if self._closed:
+            raise RuntimeError("the digest pool has been shut down")
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.max_workers, mp_context=self._mp_context)
+            if self._trigger is None:
+                self._trigger = self._reactor.addSystemEventTrigger(
+                    "before", "shutdown", self._reactor_shutting_down)
+            log.debug("Started ticket digest pool ({n} worker processes)", n=self.max_workers)
+        return self._executor
+
+    def compute(self, nonce: str, created: str, password: str, secret: str) -> Deferred:
+        try:
+            executor = self._ensure_executor()
+        except Exception:
+            return fail()
+        self.submitted += 1
+        return self._submit(executor, compute_digest, nonce, created, password, secret)
+
+    def _submit(self, executor: ProcessPoolExecutor, fn: Any, *args: Any) -> Deferred:
+        try:
+            future = executor.submit(fn, *args)
+        except BrokenProcessPool as e:
+            self._discard(executor)
+            return fail(e)
+        except Exception:
+            return fail()
+        d: Deferred = Deferred(lambda _: future.cancel())
+
+        def done(f: Future) -> None:
+            # Runs in the executor's management thread (or right here if the
+            # future is already done): hop to the reactor thread.
+            self._reactor.callFromThread(self._deliver, f, d, executor)
+
+        future.add_done_callback(done)
+        return d
+
+    def _deliver(self, future: Future, d: Deferred, executor: ProcessPoolExecutor) -> None:
+        if d.called:  # cancelled by the caller
+            return
+        if future.cancelled():
+            d.cancel()
+            return
+        exc = future.exception()
+        if exc is None:
+            d.callback(future.result())
+            return
+        if isinstance(exc, BrokenProcessPool):
+            self._discard(executor)
+        d.errback(Failure(exc))
+
+    def _discard(self, executor: ProcessPoolExecutor) -> None:
+        """Forget a broken executor so that the next computation makes a new one."""
+        if self._executor is executor:
+            log.error("Ticket digest worker process died; restarting the pool")
+            self._executor = None
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _reactor_shutting_down(self) -> Deferred:
+        self._trigger = None
+        return self.shutdown()
+
+    def shutdown(self) -> Deferred:
+        """Stop the workers (pending computations are cancelled)."""
+        self._closed = True
+        if self._trigger is not None:
+            try:
+                self._reactor.removeSystemEventTrigger(self._trigger)
+            except (KeyError, ValueError):
+                pass
+            self._trigger = None
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return succeed(None)
+        # Joining the workers blocks; do it in a thread so the reactor keeps
+        # running (e.g. to deliver the cancellations).
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                 executor.shutdown, True, cancel_futures=True)
+
+
+class _CachedRefusal(NamedTuple):
+    reason: str
+    detail: str
+
+
+class OutcomeCache:
+    """Ticket outcomes by canonical ticket, until the ticket expires.
+
+    Bounded: at ``max_entries`` the least recently used entry goes.  Expired
+    entries are dropped through an expiry heap, so pruning is cheap.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be positive")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def prune(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires_at, key = heapq.heappop(heap)
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == expires_at:
+                del self._entries[key]
+        if len(heap) > 2 * self.max_entries + 64:
+            # Stale heap items of LRU-evicted keys: rebuild.
+            self._heap = [(exp, key) for key, (exp, _) in self._entries.items()]
+            heapq.heapify(self._heap)
+
+    def get(self, key: str, now: float) -> Any:
+        self.prune(now)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: str, outcome: Any, expires_at: float, now: float) -> None:
+        self.prune(now)
+        if expires_at <= now:
+            return
+        self._entries.pop(key, None)
+        while len(self._entries) >= self.max_entries:
+            self._entries.popitem(last=False)
+        self._entries[key] = (expires_at, outcome)
+        heapq.heappush(self._heap, (expires_at, key))
+
+
+class TicketVerifier:
+    """Checks Oro sync tickets for the WebSocket server.
+
+    :param secret: the application secret (Oro's ``secret`` parameter).
+    :param user_provider: an :class:`IUserProvider`.
+    :param ttl: ticket lifetime in seconds (Oro: 300).
+    :param one_time: refuse a ticket the second time (``replayed``); Oro
+        allowed replays within the TTL, and its PHP backend may rely on it,
+        so this is off by default.
+    :param clock: an ``IReactorTime`` (``seconds()``); the reactor by default.
+    :param pool: an :class:`IDigestPool`; by default a
+        :class:`ProcessDigestPool` owned (and shut down) by this verifier.
+    :param leeway: seconds a ticket may be "in the future" (clock skew
+        between PHP hosts and this one); Oro: 0.
+    :param cache_size: outcomes remembered (successes and digest mismatches).
+    :param nonce_store: the :class:`NonceStore` used when ``one_time``.
+
+    Cached successes stay valid until the ticket expires even if the user is
+    disabled or changes password meanwhile (at most ``ttl`` seconds); the
+    connection would have stayed open in Oro anyway.
+    """
+
+    def __init__(self, secret: str, user_provider: IUserProvider, ttl: float = DEFAULT_TTL,
+                 one_time: bool = False, clock: IReactorTime | None = None,
+                 pool: IDigestPool | None = None, *, leeway: float = 0,
+                 cache_size: int = 10_000, nonce_store: NonceStore | None = None) -> None:
+        validate_secret(secret)
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        if leeway < 0:
+            raise ValueError("leeway must not be negative")
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        self._secret = secret
+        self._users = user_provider
+        self.ttl = ttl
+        self.leeway = leeway
+        self.one_time = one_time
+        self._clock = clock
+        self._owns_pool = pool is None
+        self._pool: IDigestPool = pool if pool is not None else ProcessDigestPool()
+        self._cache = OutcomeCache(cache_size)
+        self._nonces = nonce_store if nonce_store is not None else NonceStore()
+        self._inflight: dict[str, list[Deferred]] = {}
+        #: Counters for metrics and tests.
+        self.computations = 0
+        self.cache_hits = 0
+        self.deduplicated = 0
+
+    # ---------------------------------------------------------------- API
+
+    def verify(self, ticket: str | bytes) -> Deferred:
+        """Fire with a :class:`VerifiedTicket`, or fail with a
+        :class:`TicketError` (``.reason``); other failures (e.g. the user
+        database is down) are passed on unchanged and are not cached."""
+        try:
+            parsed = parse_ticket(ticket)
+            now = self._clock.seconds()
+            expires_at = check_created(parsed.created, now, self.ttl, self.leeway)
+        except TicketError as e:
+            self._log_refusal(e, None)
+            return fail(e)
+        key = parsed.key
+        cached = self._cache.get(key, now)
+        if cached is not None:
+            self.cache_hits += 1
+            if isinstance(cached, _CachedRefusal):
+                outcome: Deferred = fail(TicketError(cached.reason, cached.detail))
+            else:
+                outcome = succeed(cached)
+        else:
+            outcome = Deferred()
+            waiters = self._inflight.get(key)
+            if waiters is not None:
+                self.deduplicated += 1
+                waiters.append(outcome)
+            else:
+                self._inflight[key] = [outcome]
+                work = self._check(parsed, expires_at)
+                work.addBoth(self._settle, key, expires_at)
+        outcome.addCallback(self._accept, parsed)
+        outcome.addErrback(self._refused, parsed)
+        return outcome
+
+    def verify_identity(self, ticket: str | bytes, session_id: str) -> Deferred:
+        """:meth:`verify`, then the session's :class:`~oro_sync.identity.Identity`."""
+        return self.verify(ticket).addCallback(lambda v: v.identity(session_id))
+
+    def shutdown(self) -> Deferred:
+        """Stop the digest workers if this verifier created them."""
+        if self._owns_pool:
+            return self._pool.shutdown()
+        return succeed(None)
+
+    # ---------------------------------------------------------------- steps
+
+    def _check(self, parsed: ParsedTicket, expires_at: float) -> Deferred:
+        if parsed.anonymous:
+            d: Deferred = succeed(None)
+        else:
+            d = maybeDeferred(self._users.findUser, parsed.username)
+        d.addCallback(self._compare_for, parsed, expires_at)
+        return d
+
+    def _compare_for(self, user: UserRecord | None, parsed: ParsedTicket,
+                     expires_at: float) -> Deferred:
+        if parsed.anonymous:
+            user = None
+        elif not user_usable(user):
+            raise TicketError(UNKNOWN_USER, "no such enabled user")
+        password = password_for(user, self._secret)
+        if password_too_long(parsed.nonce, parsed.created, password):
+            raise TicketError(BAD_DIGEST, "password too long")
+        self.computations += 1
+        d = self._pool.compute(parsed.nonce, parsed.created, password, self._secret)
+        d.addCallback(lambda expected: finish_check(parsed, user, expected, expires_at))
+        return d
+
+    def _settle(self, result: VerifiedTicket | Failure, key: str, expires_at: float) -> None:
+        """Cache what is worth caching and fire everybody waiting for ``key``."""
+        waiters = self._inflight.pop(key, [])
+        now = self._clock.seconds()
+        if isinstance(result, Failure):
+            error = result.value
+            if isinstance(error, TicketError):
+                if error.reason == BAD_DIGEST:
+                    # Deterministic and expensive: remember it.  Unknown users
+                    # are not cached (cheap, and the user may appear).
+                    self._cache.put(key, _CachedRefusal(error.reason, error.detail),
+                                    expires_at, now)
+            else:
+                log.failure("Sync ticket verification failed", result)
+        else:
+            self._cache.put(key, result, expires_at, now)
+        for waiter in waiters:
+            if waiter.called:  # cancelled
+                continue
+            if isinstance(result, Failure):
+                if isinstance(result.value, TicketError):
+                    waiter.errback(TicketError(result.value.reason, result.value.detail))
+                else:
+                    waiter.errback(result)
+            else:
+                waiter.callback(result)
+        return None
+
+    def _accept(self, verified: VerifiedTicket, parsed: ParsedTicket) -> VerifiedTicket:
+        if self.one_time:
+            self._nonces.consume(parsed.nonce_key, verified.expires_at, self._clock.seconds())
+        log.debug("Sync ticket accepted for {who}", who=verified.username or "anonymous backend")
+        return verified
+
+    def _refused(self, failure: Failure, parsed: ParsedTicket) -> Failure:
+        if isinstance(failure.value, TicketError):
+            self._log_refusal(failure.value, parsed)
+        return failure
+
+    @staticmethod
+    def _log_refusal(error: TicketError, parsed: ParsedTicket | None) -> None:
+        # Never log the ticket or its digest: within its TTL it is a credential.
+        who = "?" if parsed is None else (parsed.username or "anonymous")
+        log.info("Sync ticket refused ({reason}: {detail}) for {who}",
+                 reason=error.reason, detail=error.detail, who=who)
