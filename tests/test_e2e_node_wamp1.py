@@ -301,9 +301,6 @@ class StrictSubprotocolTests(NodeE2ETestCase):
     # handshake is accepted, and onClose reports any connection with a
     # session_id to factory.sessionClosed, so observers hear of sessions that
     # were never opened.  Proposed fix: set a flag in onOpen and test it in onClose.
-    test_refused_handshake_is_not_a_session.todo = (  # type: ignore[attr-defined]
-        "oro_sync reports refused handshakes to sessionClosed (onClose checks session_id, "
-        "which onConnect sets before the handshake is accepted)")
 
 
 class CurieTests(NodeE2ETestCase):

@@ -61,6 +61,8 @@ class WampServerProtocol(WebSocketServerProtocol):
     _throttled = False
     _peer_host = ""
     _origin_fixed = False
+    #: True once WELCOME was sent: only then is this a session the factory knows.
+    _session_open = False
 
     # -- connection and handshake ------------------------------------------------
 
@@ -121,6 +123,7 @@ class WampServerProtocol(WebSocketServerProtocol):
         if limits.max_output_buffer:
             self.transport.registerProducer(self, True)
         self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
+        self._session_open = True
         self.factory.sessionOpened(self)
         self.onSessionOpen()
 
@@ -265,7 +268,7 @@ class WampServerProtocol(WebSocketServerProtocol):
     # -- closing ------------------------------------------------------------
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
-        if self.session_id:
+        if self._session_open:
             self.factory.sessionClosed(self)
 
     # -- 0.8-style per-connection registration ----------------------------

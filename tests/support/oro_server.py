@@ -1,0 +1,96 @@
+"""An Oro server on a real socket for end-to-end tests, built from the shipped config."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import yaml
+from twisted.internet import defer, reactor
+
+from oro_sync.auth.tickets import issue_ticket
+from oro_sync.config import load_config
+from oro_sync.server import build_factory
+
+SECRET = "TestSecretForOroSyncE2E"
+USERS = [
+    {"id": 1, "username": "admin", "email": "admin@example.com", "password": "hash-of-admin"},
+    {"id": 2, "username": "jane", "email": "jane@example.com", "password": "hash-of-jane"},
+    {"id": 3, "username": "gone", "password": "hash-of-gone", "enabled": False},
+]
+
+
+class OroServer:
+    """A listening Oro server plus ticket helpers; stopped by the test's cleanup."""
+
+    def __init__(self, factory: Any, port: Any):
+        self.factory = factory
+        self.port = port
+        self.number = port.getHost().port
+
+    def ticket(self, username: str = "") -> str:
+        """A fresh valid ticket: anonymous (backend) or for a user of USERS."""
+        if not username:
+            return issue_ticket(SECRET)
+        user = next(u for u in USERS if u["username"] == username)
+        return issue_ticket(SECRET, username, user["password"])
+
+    def path(self, username: str = "") -> str:
+        from urllib.parse import quote
+        return "/?ticket=" + quote(self.ticket(username), safe="")
+
+    def topics(self) -> dict:
+        return self.factory.hub.topics.topics
+
+    def session_closed(self, session_id: str) -> defer.Deferred:
+        """Fires once the server has finished closing the session (left its
+        topics and been forgotten)."""
+        d: defer.Deferred = defer.Deferred()
+        factory = self.factory
+        if session_id not in factory.hub.sessions:
+            return defer.succeed(None)
+
+        class Observer:
+            def sessionOpened(self, session):
+                pass
+
+            def sessionClosed(self, session):
+                if session.session_id == session_id and not d.called:
+                    factory._session_observers.remove(self)
+                    d.callback(None)
+
+        factory.addSessionObserver(Observer())
+        return d
+
+
+def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None) -> OroServer:
+    """Build the shipped configuration with test users and secret, apply
+    ``tweak(config)``, listen on 127.0.0.1 (a port the OS picks)."""
+    base = os.path.abspath(testcase.mktemp())
+    os.makedirs(base)
+    users_file = os.path.join(base, "users.yml")
+    with open(users_file, "w") as f:
+        yaml.safe_dump({"users": USERS}, f)
+    config = load_config()
+    config.auth = {"secret": SECRET, "require_ticket": True, "users": {"file": users_file}}
+    if tweak is not None:
+        tweak(config)
+    factory = build_factory(config, reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    server = OroServer(factory, port)
+
+    @defer.inlineCallbacks
+    def stop():
+        yield port.stopListening()
+        for session in list(factory.hub.sessions.values()):
+            session.transport.abortConnection()
+        authenticator = factory.authenticator
+        if authenticator is not None:
+            yield authenticator.verifier.shutdown()
+        for handler in factory.handlers.values():
+            for call in list(getattr(handler, "timers", {}).values()):
+                if call.running:
+                    call.stop()
+
+    testcase.addCleanup(stop)
+    return server
