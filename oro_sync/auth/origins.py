@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 
-_ORIGIN_HEADER = re.compile(rb"(?im)^((?:sec-websocket-)?origin:[ \t]*)([^\r\n]*?)[ \t]*$")
+_ORIGIN_HEADER = re.compile(rb"(?im)^((?:sec-websocket-)?origin:[ \t]*)([^\r\n]*?)(?=[ \t]*\r?$)")
 
 
 def host_of(value: str) -> str:

@@ -99,7 +99,8 @@ class WampServerFactory(WebSocketServerFactory):
         # Answer bad input with a close frame carrying a code and reason,
         # rather than Autobahn's default of dropping TCP (seen as 1006).
         lim = self.limits
-        self.setProtocolOptions(failByDrop=False,
+        # allowNullOrigin: let the origin policy (not Autobahn) decide on "null".
+        self.setProtocolOptions(failByDrop=False, allowNullOrigin=True,
                                 maxMessagePayloadSize=maxMessageSize,
                                 maxFramePayloadSize=maxMessageSize,
                                 openHandshakeTimeout=lim.handshake_timeout,
