@@ -82,6 +82,9 @@ class OroSyncService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        authenticator = getattr(self.factory, "authenticator", None)
+        if authenticator is not None:
+            authenticator.verifier.start()
         endpoint = endpoints.serverFromString(self.reactor, self.listen)
         d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, self._cannot_listen)

@@ -351,6 +351,13 @@ class TicketVerifier:
         outcome.addErrback(self._refused, parsed)
         return outcome
 
+    def start(self) -> None:
+        """Start the digest workers now, so the first connections do not wait
+        for them (about a second)."""
+        start = getattr(self._pool, "start", None)
+        if start is not None:
+            start()
+
     def verify_identity(self, ticket: str | bytes, session_id: str) -> Deferred:
         """:meth:`verify`, then the session's :class:`~oro_sync.identity.Identity`."""
         return self.verify(ticket).addCallback(lambda v: v.identity(session_id))
@@ -428,5 +435,6 @@ class TicketVerifier:
     def _log_refusal(error: TicketError, parsed: ParsedTicket | None) -> None:
         # Never log the ticket or its digest: within its TTL it is a credential.
         who = "?" if parsed is None else (parsed.username or "anonymous")
-        log.info("Sync ticket refused ({reason}: {detail}) for {who}",
+        # debug: the handshake gate logs the one line per refused connection.
+        log.debug("Sync ticket refused ({reason}: {detail}) for {who}",
                  reason=error.reason, detail=error.detail, who=who)
