@@ -346,12 +346,20 @@ class ParseErrorTests(unittest.TestCase):
             self.assertRejected(f'[7,"t",{const}]', says="JSON does not allow")
             self.assertRejected(f'[2,"c","p",[{const}]]', says="JSON does not allow")
 
-    def test_huge_number_literal_is_not_inf(self) -> None:
-        # 1e400 is valid JSON; Python reads it as inf, which must not come back.
-        msg = parse_message('[7,"t",1e400]')
-        self.assertTrue(math.isinf(msg.event))
+    def test_out_of_range_number_rejected(self) -> None:
+        # 1e400 is valid JSON text, but Python reads it as inf, which can
+        # never be encoded back: accepting it lets a PUBLISH blow up in the
+        # fan-out (see the server test of the same name).
+        for literal in ("1e400", "-1e400", "[1e999]"):
+            self.assertRejected(f'[7,"t",{literal}]', says="invalid JSON")
+
+    test_out_of_range_number_rejected.todo = (  # type: ignore[attr-defined]
+        "decode_json accepts 1e400 as inf; the event then cannot be encoded (see report)")
+
+    def test_out_of_range_number_cannot_be_encoded(self) -> None:
+        # Today's behaviour, whatever the parser does: inf never goes out.
         with self.assertRaises(ValueError):
-            m.event(msg.topic_uri, msg.event)
+            m.event("t", json.loads("1e400"))
 
     def test_deeply_nested_json(self) -> None:
         # Deep enough to exceed the recursion limit of the C and Python scanners.

@@ -360,6 +360,31 @@ class RpcTests(ServerTestCase):
         yield self.assertNext(client, [3, call_id, {"done": 5}])
 
     @defer.inlineCallbacks
+    def test_result_after_client_left(self) -> Any:
+        # A procedure finishing after its caller disconnected must not write
+        # to the dead connection nor log an error.
+        rec = Recorder()
+        self.factory.addSessionObserver(rec)
+        started: defer.Deferred = defer.Deferred()
+        result: defer.Deferred = defer.Deferred()
+
+        def slow() -> defer.Deferred:
+            started.callback(None)
+            return result
+
+        self.factory.registerProcedureForRpc(BASE + "slow", slow)
+        caller, other = yield self.connect_many(self.factory, 2)
+        caller.call(BASE + "slow")
+        yield started
+        closed = rec.wait("sessionClosed")
+        yield caller.abort()
+        yield closed
+        result.callback("too late")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual([w for w in self.warnings() if "too late" in w], [])
+        yield self.sync(other)
+
+    @defer.inlineCallbacks
     def test_deferred_failure(self) -> Any:
         pending: list[defer.Deferred] = []
         self.factory.registerProcedureForRpc(BASE + "later", lambda: pending.append(defer.Deferred()) or pending[-1])
@@ -757,7 +782,14 @@ class BadInputTests(ServerTestCase):
         self.factory = self.make_factory(maxMessageSize=4096)
 
     @defer.inlineCallbacks
-    def assertClosedFor(self, payload: Any, code: int, says: str, isBinary: bool = False) -> Any:
+    def assertClosedFor(self, payload: Any, code: int, says: str, isBinary: bool = False,
+                        by_oro_sync: bool = True) -> Any:
+        """Send ``payload`` from a fresh client and check the whole outcome.
+
+        ``by_oro_sync``: the rejection is oro-sync's own (so its warning names
+        the session); False for what Autobahn's WebSocket layer rejects first
+        (invalid UTF-8, oversized frames), where Autobahn logs the warning.
+        """
         bystander, bad = yield self.connect_many(self.factory, 2)
         yield self.subscribed(TOPIC, bystander)
         bad.send(payload, isBinary=isBinary)
@@ -766,7 +798,10 @@ class BadInputTests(ServerTestCase):
         self.assertIn(says, reason or "")
         self.assertTrue(wasClean, "a close frame, not a dropped connection (1006)")
         self.assertEqual(bad.pending(), [], "nothing but the close after bad input")
-        self.assertWarned(str(code), says)
+        if by_oro_sync:
+            self.assertWarned(str(code), says, bad.session_id)
+        else:
+            self.assertWarned(str(code), says)
         # The server and everyone else carry on.
         bystander.publish(TOPIC, "still alive", False)
         yield self.assertNext(bystander, [8, TOPIC, "still alive"])
@@ -831,16 +866,32 @@ class BadInputTests(ServerTestCase):
         yield self.assertClosedFor([7, TOPIC, "e", [], [None]], 1007,
                                    "eligible must contain only session id strings")
 
+    @defer.inlineCallbacks
+    def test_out_of_range_number(self) -> Any:
+        # Valid JSON that Python reads as inf: it must be refused like NaN,
+        # not raise from the fan-out (which drops the publisher with 1006 and
+        # logs an unhandled ValueError).
+        try:
+            yield self.assertClosedFor(f'[7, "{TOPIC}", 1e400]', 1007, "invalid JSON")
+        finally:
+            # Today the ValueError is logged as unhandled; keep it inside this
+            # expected failure instead of a separate error.  Once fixed,
+            # nothing is logged and this flush finds nothing.
+            self.flushLoggedErrors(ValueError)
+
+    test_out_of_range_number.todo = (  # type: ignore[attr-defined]
+        "PUBLISH of 1e400 raises ValueError out of onMessage (see report)")
+
     def test_binary_frame(self) -> Any:
         return self.assertClosedFor(b'[5, "t"]', 1003, "binary messages are not WAMP v1", isBinary=True)
 
     def test_invalid_utf8_text_frame(self) -> Any:
         # Autobahn's own UTF-8 validation answers this one.
-        return self.assertClosedFor(b'[5, "\xff"]', 1007, "UTF-8")
+        return self.assertClosedFor(b'[5, "\xff"]', 1007, "UTF-8", by_oro_sync=False)
 
     def test_message_too_big(self) -> Any:
         big = [7, TOPIC, "x" * 5000]
-        return self.assertClosedFor(big, 1009, "exceeds")
+        return self.assertClosedFor(big, 1009, "exceeds", by_oro_sync=False)
 
     @defer.inlineCallbacks
     def test_message_at_size_limit_accepted(self) -> Any:
