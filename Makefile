@@ -30,7 +30,7 @@ run: install
 	$(VENV)/bin/twistd -n oro-sync --listen tcp:8080:interface=127.0.0.1
 
 test: install $(NODEOK)
-	$(VENV)/bin/trial --temp-directory=/tmp/oro-sync-trial-$$$$ tests
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=/tmp/oro-sync-trial-$$$$ tests
 
 bench: install
 	$(PY) bench/run.py
