@@ -23,7 +23,9 @@ from oro_sync.wamp1 import (
     CallError,
     WampServerFactory,
     WampServerProtocol,
+    exportPub,
     exportRpc,
+    exportSub,
 )
 from oro_sync.wamp1 import messages as m
 from tests.support.client import ConnectionClosed, HandshakeFailed, WampTestClient, connect
@@ -605,6 +607,52 @@ class PubSubTests(ServerTestCase):
         a.publish(TOPIC, "keep")
         yield self.assertNext(b, [8, TOPIC, {"topic": TOPIC, "original": "keep"}])
         yield self.sync(b)
+
+    @defer.inlineCallbacks
+    def test_decorated_pubsub_handlers(self) -> Any:
+        seen: list[tuple] = []
+
+        class Handlers:
+            @exportSub("news/", prefixMatch=True)
+            def may_subscribe(self, prefix: str, suffix: str) -> bool:
+                seen.append(("sub", prefix, suffix))
+                return suffix != "closed"
+
+            @exportPub("news/", prefixMatch=True)
+            def on_publish(self, prefix: str, suffix: str, event: Any) -> Any:
+                seen.append(("pub", prefix, suffix))
+                return {"section": suffix, "text": event}
+
+        self.factory.registerHandlerForPubSub(Handlers(), BASE)
+        a, b = yield self.connect_many(self.factory, 2)
+        yield self.subscribed(BASE + "news/closed", b)
+        yield self.subscribed(BASE + "news/sport", b)
+        a.publish(BASE + "news/closed", "x")
+        a.publish(BASE + "news/sport", "goal")
+        yield self.assertNext(b, [8, BASE + "news/sport", {"section": "sport", "text": "goal"}])
+        self.assertEqual(seen, [("sub", BASE + "news/", "closed"), ("sub", BASE + "news/", "sport"),
+                                ("pub", BASE + "news/", "closed"), ("pub", BASE + "news/", "sport")])
+
+    @defer.inlineCallbacks
+    def test_per_connection_pubsub_registration(self) -> Any:
+        class Proto(TrackedProtocol):
+            def onSessionOpen(self) -> None:
+                # Each connection may use only its own private topic.
+                self.registerForPubSub(BASE + "private/" + self.session_id)
+
+        factory = self.make_factory(protocol=Proto)
+        a, b = yield self.connect_many(factory, 2)
+        mine, theirs = BASE + "private/" + a.session_id, BASE + "private/" + b.session_id
+        yield self.subscribed(mine, a)
+        yield self.subscribed(theirs, a)
+        self.assertEqual(list(factory.hub.topics.topics), [mine])
+        self.assertEqual(factory.dispatch(mine, "for a"), 1)
+        yield self.assertNext(a, [8, mine, "for a"])
+        # b cannot publish to a's topic; a can (excludeMe false to see it).
+        b.publish(mine, "from b")
+        yield self.sync(b)
+        a.publish(mine, "from a", False)
+        yield self.assertNext(a, [8, mine, "from a"])
 
     @defer.inlineCallbacks
     def test_dispatch_exclude_eligible(self) -> Any:
