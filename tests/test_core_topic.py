@@ -277,9 +277,6 @@ class DeliverTests(TopicTestsBase):
         self.leaver()
         self.assertEqual(self.topic.deliver("e"), 4)
 
-    test_count_when_receiver_leaves_during_delivery.todo = (  # type: ignore[attr-defined]
-        "Topic.deliver's fast path adds len(members) after sending, so receivers "
-        "that leave during the loop are not counted (see report)")
 
 
 class BroadcastTests(TopicTestsBase):

@@ -927,8 +927,6 @@ class BadInputTests(ServerTestCase):
             # nothing is logged and this flush finds nothing.
             self.flushLoggedErrors(ValueError)
 
-    test_out_of_range_number.todo = (  # type: ignore[attr-defined]
-        "PUBLISH of 1e400 raises ValueError out of onMessage (see report)")
 
     def test_binary_frame(self) -> Any:
         return self.assertClosedFor(b'[5, "t"]', 1003, "binary messages are not WAMP v1", isBinary=True)
@@ -983,8 +981,6 @@ class BadInputTests(ServerTestCase):
         msg = yield client.next_message()
         self.assertEqual(msg[:3], [4, "short", m.ERROR_INVALID_CALL])
 
-    test_call_missing_proc_uri_answers_call_error.todo = (  # type: ignore[attr-defined]
-        "[2, callID] has a readable call id but closes with 1007 (see report)")
 
     @defer.inlineCallbacks
     def test_many_bad_clients_at_once(self) -> Any:

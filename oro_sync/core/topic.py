@@ -85,11 +85,9 @@ class Topic:
             data = encode(self, event)
             if eligible is None:
                 if not exclude:
-                    for send in list(members.values()):
-                        send(data)
-                    count += len(members)
-                    continue
-                targets = [send for sid, send in members.items() if sid not in exclude]
+                    targets = list(members.values())  # a snapshot: a send may unsubscribe
+                else:
+                    targets = [send for sid, send in members.items() if sid not in exclude]
             else:
                 targets = [members[sid] for sid in eligible if sid in members and sid not in exclude]
             for send in targets:

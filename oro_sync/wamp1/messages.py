@@ -10,6 +10,7 @@ directly, including by a property-based fuzz.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -106,7 +107,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"JSON does not allow {name}")
 
 
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON, but Python reads it as inf, which JSON cannot carry back out.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
@@ -182,11 +191,13 @@ def parse_message(payload: bytes | str) -> Message:
         topic = _topic(msg[1], name)
         return Subscribe(topic) if kind == SUBSCRIBE else Unsubscribe(topic)
     if kind == CALL:
-        if n < 3:
+        if n < 2:
             raise ProtocolError("CALL takes at least 3 elements")
         call_id = msg[1]
         if not isinstance(call_id, str):
             raise ProtocolError("CALL id must be a string")
+        if n < 3:
+            raise ProtocolError("CALL takes at least 3 elements", call_id=call_id)
         proc = msg[2]
         if not isinstance(proc, str) or not proc:
             raise ProtocolError("CALL procedure URI must be a non-empty string", call_id=call_id)

@@ -183,6 +183,15 @@ class WampServerProtocol(WebSocketServerProtocol):
             else:
                 self._reject(e.reason, e.code)
             return
+        try:
+            self._dispatch(msg)
+        except Exception:
+            # A bug behind the policy must cost this connection at most, never the server.
+            self.log.failure("{session}: failed to handle {kind}", session=self.session_id,
+                             kind=type(msg).__name__)
+            self.close(1011, "internal error")
+
+    def _dispatch(self, msg: Any) -> None:
         kind = type(msg)
         policy = self.factory.pubsub
         if kind is m.Publish:

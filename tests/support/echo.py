@@ -119,8 +119,10 @@ class FramesEchoFactory(WebSocketServerFactory):
         reference = WampServerFactory(reactor=reactor)
         for name in MIRRORED_OPTIONS:
             setattr(self, name, getattr(reference, name))
+        # (setProtocolOptions resets allowNullOrigin unless it is passed.)
         self.setProtocolOptions(maxMessagePayloadSize=maxMessageSize,
-                                maxFramePayloadSize=maxMessageSize)
+                                maxFramePayloadSize=maxMessageSize,
+                                allowNullOrigin=reference.allowNullOrigin)
         #: Open connections, so a test can end with none left (trial fails
         #: a test that leaves sockets behind in the reactor).
         self.live: set[FramesEchoProtocol] = set()
