@@ -7,6 +7,7 @@ replies, and exits cleanly.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application import service
@@ -82,9 +83,16 @@ class OroSyncService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        # Listen once the ticket digest workers are up, so that the first
+        # clients are not kept waiting (or timed out) while they spawn.
         authenticator = getattr(self.factory, "authenticator", None)
-        if authenticator is not None:
-            authenticator.verifier.start()
+        ready = authenticator.verifier.start() if authenticator is not None else defer.succeed(None)
+        ready.addErrback(lambda f: self.log.failure("ticket workers did not start", f))
+        ready.addCallback(lambda _: self._listen())
+
+    def _listen(self) -> None:
+        if not self.running:
+            return
         endpoint = endpoints.serverFromString(self.reactor, self.listen)
         d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, self._cannot_listen)
@@ -132,5 +140,8 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
     try:
         factory = build_factory(config, reactor)
     except (ConfigError, RoutingError, ServiceError) as e:
-        raise usage.UsageError(str(e)) from None
+        # twistd reports a UsageError only while it parses options; raised
+        # here it would escape as a traceback.  One line and status 1 instead.
+        sys.stderr.write(f"twistd oro-sync: {e}\n")
+        raise SystemExit(1) from None
     return OroSyncService(factory, config.server.listen, reactor, config.server.shutdown_timeout)

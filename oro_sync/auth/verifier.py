@@ -54,6 +54,26 @@ __all__ = [
 log = Logger()
 
 
+def exit_with_parent() -> None:
+    """Worker initializer: exit as soon as the server process is gone.
+
+    Each worker holds the call queue's write end, so after a SIGKILL or a
+    crash of the server it would never see EOF and would live on forever.
+    """
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class IDigestPool(Interface):
     """Something that computes ticket digests, possibly elsewhere."""
 
@@ -138,7 +158,8 @@ class ProcessDigestPool:
             raise RuntimeError("the digest pool has been shut down")
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=self.max_workers, mp_context=self._mp_context)
+                max_workers=self.max_workers, mp_context=self._mp_context,
+                initializer=exit_with_parent)
             if self._trigger is None:
                 self._trigger = self._reactor.addSystemEventTrigger(
                     "before", "shutdown", self._reactor_shutting_down)
@@ -351,12 +372,13 @@ class TicketVerifier:
         outcome.addErrback(self._refused, parsed)
         return outcome
 
-    def start(self) -> None:
+    def start(self) -> Deferred:
         """Start the digest workers now, so the first connections do not wait
-        for them (about a second)."""
+        for them (about a second); fires when they are ready."""
         start = getattr(self._pool, "start", None)
-        if start is not None:
-            start()
+        if start is None:
+            return succeed(None)
+        return maybeDeferred(start)
 
     def verify_identity(self, ticket: str | bytes, session_id: str) -> Deferred:
         """:meth:`verify`, then the session's :class:`~oro_sync.identity.Identity`."""
