@@ -22,7 +22,7 @@ from typing import Any, Callable
 from zope.interface import implementer
 
 from oro_sync.core.profiles import ratchet_eligible, ratchet_exclude
-from oro_sync.core.topic import SubscriptionLimitExceeded, Topic
+from oro_sync.core.topic import Topic
 from oro_sync.interfaces import IPubSubPolicy, IPushableTopic, ITopicPeriodicTimer
 from oro_sync.logs import Logger
 from oro_sync.routing import Router, RoutingError, WampRequest
@@ -60,14 +60,9 @@ class OroPubSub:
             self.log.info("{session} subscribed to unrouted topic {topic}: ignored",
                           session=session.session_id, topic=topic_uri)
             return
-        try:
-            topic = self.hub.topics.subscribe(session, topic_uri)
-        except SubscriptionLimitExceeded as e:
-            self.log.warn("{session} refused subscription to {topic}: {why}",
-                          session=session.session_id, topic=topic_uri, why=str(e))
-            return
+        topic = self.hub.subscribe(session, topic_uri)
         if topic is None:
-            return  # already subscribed
+            return  # already subscribed, or over the limit
         handlers = self.handlers_for(request)
         for handler in handlers:
             self._call(handler, "onSubscribe", topic, topic_uri, None, session, topic, request)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from oro_sync.core.broker import IBroker, LocalBroker
-from oro_sync.core.topic import TopicRegistry
+from oro_sync.core.topic import SubscriptionLimitExceeded, Topic, TopicRegistry
+from oro_sync.logs import Logger
 
 
 class Hub:
@@ -14,6 +15,8 @@ class Hub:
     WAMP v1 and (later) WAMP v2 front ends attach their sessions here, so a
     v1 browser and a v2 client subscribed to the same URI share one topic.
     """
+
+    log = Logger()
 
     def __init__(self, broker: IBroker | None = None, max_subscriptions: int = 0):
         self.sessions: dict[str, Any] = {}
@@ -25,6 +28,16 @@ class Hub:
 
     def attach(self, session: Any) -> None:
         self.sessions[session.session_id] = session
+
+    def subscribe(self, session: Any, uri: str) -> Topic | None:
+        """Subscribe ``session`` to ``uri``: the topic if newly subscribed,
+        None if it already was or is over its subscription limit (logged)."""
+        try:
+            return self.topics.subscribe(session, uri)
+        except SubscriptionLimitExceeded as e:
+            self.log.warn("{session} refused subscription to {topic}: {why}",
+                          session=session.session_id, topic=uri, why=str(e))
+            return None
 
     def detach(self, session: Any) -> list:
         """Forget ``session`` and remove it from every topic it was in."""

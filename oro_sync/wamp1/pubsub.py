@@ -17,7 +17,6 @@ from oro_sync.logs import Logger
 from zope.interface import implementer
 
 from oro_sync.core.profiles import autobahn_receivers
-from oro_sync.core.topic import SubscriptionLimitExceeded
 from oro_sync.interfaces import IPubSubPolicy
 
 SUBSCRIBE = 1
@@ -147,12 +146,7 @@ class AutobahnPubSub:
                 return
             if not allowed:
                 return
-        try:
-            topic = self.hub.topics.subscribe(session, topic_uri)
-        except SubscriptionLimitExceeded as e:
-            self.log.warn("{session} refused subscription to {topic}: {why}",
-                          session=session.session_id, topic=topic_uri, why=str(e))
-            return
+        topic = self.hub.subscribe(session, topic_uri)
         if topic is not None and self.observer is not None:
             self.observer.onClientSubscribed(session, topic_uri)
 
