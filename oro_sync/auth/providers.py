@@ -97,7 +97,7 @@ import yaml
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from oro_sync.logs import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -112,7 +112,7 @@ __all__ = [
     "sql_user_provider_from_url",
 ]
 
-log = Logger()
+log = Logger(namespace=__name__)
 
 #: Oro's ``username`` and ``email`` columns are ``VARCHAR(255)``: longer input
 #: cannot match, so it is refused before reaching the database.

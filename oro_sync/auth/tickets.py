@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger
+from oro_sync.logs import Logger
 
 from oro_sync.auth.interfaces import UserRecord
 
@@ -50,7 +50,7 @@ __all__ = [
     "user_usable", "validate_secret",
 ]
 
-log = Logger()
+log = Logger(namespace=__name__)
 
 #: Oro's default ticket lifetime (seconds).
 DEFAULT_TTL = 300

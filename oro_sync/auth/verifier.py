@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from oro_sync.logs import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
@@ -51,7 +51,7 @@ __all__ = [
     "TicketError", "TicketVerifier", "VerifiedTicket",
 ]
 
-log = Logger()
+log = Logger(namespace=__name__)
 
 
 def exit_with_parent() -> None:
