@@ -752,7 +752,11 @@ class VerifierTests(unittest.TestCase):
     def test_never_logs_ticket(self) -> None:
         from twisted.logger import globalLogPublisher
 
+        from oro_sync import logs
+
         events: list[dict] = []
+        logs.set_level("debug")  # refusals are logged at debug by the verifier
+        self.addCleanup(logs.set_level, "info")
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         verifier = self.make(ADMIN)
