@@ -35,8 +35,11 @@ class OroPubSub:
     log = Logger()
 
     def __init__(self, hub: Any, router: Router, handlers: dict[str, Any],
-                 may_publish: Callable[[Any, WampRequest], bool] | None = None):
+                 may_publish: Callable[[Any, WampRequest], bool] | None = None,
+                 observer: Any = None):
         self.hub = hub
+        #: Gets onClientSubscribed/onClientUnsubscribed(session, uri), if set.
+        self.observer = observer
         self.router = router
         self.handlers = handlers
         #: ``may_publish(session, request)``: who may publish (see oro_sync.auth.policy).
@@ -73,6 +76,8 @@ class OroPubSub:
         for handler in handlers:
             if ITopicPeriodicTimer.providedBy(handler):
                 self._call(handler, "registerPeriodicTimer", topic, topic_uri, None, topic)
+        if self.observer is not None:
+            self.observer.onClientSubscribed(session, topic_uri)
 
     def unsubscribe(self, session: Any, topic_uri: str) -> None:
         if topic_uri not in session.subscriptions:
@@ -82,7 +87,8 @@ class OroPubSub:
         if topic is not None and request is not None:
             for handler in self.handlers_for(request):
                 self._call(handler, "onUnSubscribe", topic, topic_uri, None, session, topic, request)
-        self.hub.topics.unsubscribe(session, topic_uri)
+        if self.hub.topics.unsubscribe(session, topic_uri) is not None and self.observer is not None:
+            self.observer.onClientUnsubscribed(session, topic_uri)
 
     def publish(self, session: Any, topic_uri: str, message: Any) -> None:
         request = self.router.match(topic_uri)

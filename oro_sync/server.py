@@ -120,7 +120,7 @@ def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -
         authenticator=authenticator,
         reactor=reactor,
     )
-    factory.pubsub = OroPubSub(hub, router, handlers, may_publish=may_publish)
+    factory.pubsub = OroPubSub(hub, router, handlers, may_publish=may_publish, observer=factory)
     factory.router = router
     factory.handlers = handlers
     return factory

@@ -206,6 +206,27 @@ class PolicyTests(unittest.TestCase):
         self.assertEqual(len(errors), 2)
         self.assertIsNone(hub.topics.get("room/1"))
 
+    def test_observer_hears_subscriptions(self) -> None:
+        class Observer:
+            def __init__(self):
+                self.calls = []
+
+            def onClientSubscribed(self, session, uri):
+                self.calls.append(("sub", session.session_id, uri))
+
+            def onClientUnsubscribed(self, session, uri):
+                self.calls.append(("unsub", session.session_id, uri))
+
+        observer = Observer()
+        hub, policy = make_layer([r("x", "t/{n}", "h")], [SecuredTopic("h")], observer=observer)
+        anonymous = FakeSession("A")
+        policy.subscribe(anonymous, "t/1")  # refused by the handler: not reported
+        user = user_session("U", 1)
+        hub2, policy2 = make_layer([r("x", "t/{n}", "b")], [BroadcastTopic("b")], observer=observer)
+        policy2.subscribe(user, "t/1")
+        policy2.session_closed(user)
+        self.assertEqual(observer.calls, [("sub", "U", "t/1"), ("unsub", "U", "t/1")])
+
     def test_unrouted_subscribe_and_publish_do_nothing(self) -> None:
         rec = Recorder("h")
         hub, policy = make_layer([r("x", "known", "h")], [rec])
