@@ -84,7 +84,7 @@ class Topic:
         for encode, members in list(self._groups.items()):
             data = encode(self, event)
             if eligible is None:
-                if not exclude:
+                if not exclude or not any(sid in members for sid in exclude):
                     targets = list(members.values())  # a snapshot: a send may unsubscribe
                 else:
                     targets = [send for sid, send in members.items() if sid not in exclude]

@@ -61,7 +61,7 @@ class WampServerFactory(WebSocketServerFactory):
     """
 
     protocol = WampServerProtocol
-    log = Logger()
+    _log = Logger()  # not ``log``: that is Autobahn's own (txaio) logger
 
     def __init__(self, url: str | None = None, hub: Hub | None = None, *,
                  strictSubprotocol: bool = False,
@@ -107,6 +107,24 @@ class WampServerFactory(WebSocketServerFactory):
                                 autoPingInterval=lim.auto_ping_interval,
                                 autoPingTimeout=lim.auto_ping_timeout)
 
+    def setProtocolOptions(self, **options: Any) -> None:
+        super().setProtocolOptions(**options)
+        self._share_protocol_options()
+
+    def _share_protocol_options(self) -> None:
+        """Put the protocol options on a protocol class of this factory.
+
+        Autobahn copies every option from the factory into each protocol
+        instance's ``__dict__`` unless the instance already has it; as class
+        attributes they are found there and shared, which saves about 2 KB
+        per connection.
+        """
+        base = getattr(self, "_protocol_base", None)
+        if base is None:
+            base = self._protocol_base = self.protocol
+        attrs = {name: getattr(self, name) for name in base.CONFIG_ATTRS if hasattr(self, name)}
+        self.protocol = type(base.__name__, (base,), {"__module__": base.__module__, **attrs})
+
     # -- connection accounting ---------------------------------------------------
 
     def connectionCounted(self, host: str, delta: int) -> None:
@@ -145,7 +163,7 @@ class WampServerFactory(WebSocketServerFactory):
         try:
             self.pubsub.session_closed(session)
         except Exception:
-            self.log.failure("pub/sub cleanup failed for {session}", session=session.session_id)
+            self._log.failure("pub/sub cleanup failed for {session}", session=session.session_id)
         self.hub.detach(session)
         for observer in self._session_observers:
             observer.sessionClosed(session)

@@ -27,6 +27,21 @@ from oro_sync.wamp1.rpc import RpcRegistry, error_triple
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
+def buffered_bytes(transport: Any) -> int:
+    """Bytes a Twisted transport holds for its peer (its kernel buffer aside).
+
+    Follows wrapping transports (TLS) down to the socket's FileDescriptor;
+    0 when the transport does not say.
+    """
+    for _ in range(4):
+        if hasattr(transport, "_tempDataLen"):
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            break
+    return 0
+
+
 def encode_event(topic: Any, event: Any) -> bytes:
     """The WAMP v1 EVENT frame for ``event`` on ``topic`` (one per delivery)."""
     return text_frame(m.event(topic.uri, event))
@@ -36,14 +51,20 @@ def encode_event(topic: Any, event: Any) -> bytes:
 class WampServerProtocol(WebSocketServerProtocol):
     """One WAMP v1 client connection (AutobahnPython 0.8's API, on Autobahn 26).
 
-    It is also the push producer of its transport: when the peer stops
-    reading and the kernel and transport buffers fill, Twisted pauses it, and
-    events written while paused are counted; past the factory's output
-    buffer limit the connection is aborted (a slow consumer must not grow
-    the server's memory without bound).
+    Events are written straight to the transport: once open, ``send_frame``
+    *is* the transport's ``write`` (no Python call in between on the fan-out
+    path), and a session leaves its topics as soon as a close frame is sent.
+
+    It is also the push producer of its transport: while the peer does not
+    read and the buffers are full, Twisted calls ``pauseProducing`` on every
+    further write, and a periodic check runs while paused; past the
+    factory's output buffer limit the connection is aborted (a slow consumer
+    must not grow the server's memory without bound).
     """
 
-    log = Logger()
+    # Not ``log``: that would shadow the txaio logger Autobahn's own code
+    # uses, turning its many debug calls per connection into real events.
+    _log = Logger()
     encoder = staticmethod(encode_event)
 
     session_id: str = ""
@@ -53,8 +74,7 @@ class WampServerProtocol(WebSocketServerProtocol):
     pubsub_registry: Any = None
 
     # Output flow control (see the class docstring).
-    _paused = False
-    _paused_bytes = 0
+    _paused_check: Any = None
     # Publish rate limiting (token bucket).
     _tokens = 0.0
     _last_refill = 0.0
@@ -90,12 +110,12 @@ class WampServerProtocol(WebSocketServerProtocol):
         factory = self.factory
         refusal = factory.connectionRefusal(self._peer_host)
         if refusal is not None:
-            self.log.warn("refusing {peer}: {why}", peer=self.peer, why=refusal)
+            self._log.warn("refusing {peer}: {why}", peer=self.peer, why=refusal)
             raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, refusal)
         if factory.originPolicy is not None:
             refusal = factory.originPolicy.check(request.headers.get("origin"))
             if refusal is not None:
-                self.log.warn("refusing {peer}: {why}", peer=self.peer, why=refusal)
+                self._log.warn("refusing {peer}: {why}", peer=self.peer, why=refusal)
                 raise ConnectionDeny(ConnectionDeny.FORBIDDEN, refusal)
         if "wamp" in request.protocols:
             protocol = "wamp"
@@ -123,9 +143,23 @@ class WampServerProtocol(WebSocketServerProtocol):
         if limits.max_output_buffer:
             self.transport.registerProducer(self, True)
         self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
+        self.send_frame = self.transport.write  # the fan-out fast path
+        self._forget_handshake()
         self._session_open = True
         self.factory.sessionOpened(self)
         self.onSessionOpen()
+
+    #: Handshake leftovers Autobahn keeps for the connection's lifetime; an
+    #: idle connection is cheaper without them (class-level None stays).
+    _HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_line",
+                            "_wskey", "websocket_extensions")
+    http_request_data = http_response_data = http_status_line = _wskey = None
+    websocket_extensions: Any = None
+
+    def _forget_handshake(self) -> None:
+        pop = self.__dict__.pop
+        for name in self._HANDSHAKE_LEFTOVERS:
+            pop(name, None)
 
     def onSessionOpen(self) -> None:
         """Override to register per-connection RPC or pub/sub, as in 0.8."""
@@ -133,32 +167,46 @@ class WampServerProtocol(WebSocketServerProtocol):
     # -- ISession -----------------------------------------------------------
 
     def send_frame(self, data: bytes) -> None:
-        if self.state == _OPEN:
-            self.transport.write(data)
-            if self._paused:
-                self._paused_bytes += len(data)
-                if self._paused_bytes > self.factory.limits.max_output_buffer:
-                    self._slow_consumer()
+        """Before WELCOME: nothing may be sent yet (replaced by the transport's
+        ``write`` in :meth:`onOpen`)."""
 
     # IPushProducer: the transport tells us when its buffer is full / drained.
     def pauseProducing(self) -> None:
-        self._paused = True
+        if self._over_output_limit():
+            self._slow_consumer()
+        elif self._paused_check is None:
+            # Some transports (TLS) pause only once: keep checking while paused.
+            self._paused_check = self.factory.clock.callLater(1.0, self._check_paused)
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._paused_bytes = 0
+        self._cancel_paused_check()
 
     def stopProducing(self) -> None:
-        self._paused = False
+        self._cancel_paused_check()
+
+    def _check_paused(self) -> None:
+        self._paused_check = None
+        self.pauseProducing()
+
+    def _cancel_paused_check(self) -> None:
+        if self._paused_check is not None:
+            if self._paused_check.active():
+                self._paused_check.cancel()
+            self._paused_check = None
+
+    def _over_output_limit(self) -> bool:
+        return buffered_bytes(self.transport) > self.factory.limits.max_output_buffer
 
     def _slow_consumer(self) -> None:
-        self.log.warn("{peer} ({session}) does not read its events: closing "
-                      "(over {limit} bytes queued)", peer=self.peer, session=self.session_id,
-                      limit=self.factory.limits.max_output_buffer)
+        self._cancel_paused_check()
+        self._log.warn("{peer} ({session}) does not read its events: closing "
+                       "(over {limit} bytes queued)", peer=self.peer, session=self.session_id,
+                       limit=self.factory.limits.max_output_buffer)
         self.factory.stats["slow_consumers_closed"] += 1
+        self._leave()  # no more events are queued for it from now on
         self.wasClean = False
         self.wasNotCleanReason = "slow consumer: output buffer limit exceeded"
-        self.dropConnection(abort=True)  # state CLOSED at once: nothing more is written
+        self.dropConnection(abort=True)
 
     def close(self, code: int, reason: str) -> None:
         """Close with any WebSocket code (Autobahn's sendClose allows only
@@ -178,7 +226,7 @@ class WampServerProtocol(WebSocketServerProtocol):
             msg = m.parse_message(payload)
         except m.ProtocolError as e:
             if e.call_id is not None:
-                self.log.info("{session} sent a bad CALL: {why}", session=self.session_id, why=e.reason)
+                self._log.info("{session} sent a bad CALL: {why}", session=self.session_id, why=e.reason)
                 self.sendMessage(m.call_error(e.call_id, m.ERROR_INVALID_CALL, e.reason).encode("utf-8"))
             else:
                 self._reject(e.reason, e.code)
@@ -187,7 +235,7 @@ class WampServerProtocol(WebSocketServerProtocol):
             self._dispatch(msg)
         except Exception:
             # A bug behind the policy must cost this connection at most, never the server.
-            self.log.failure("{session}: failed to handle {kind}", session=self.session_id,
+            self._log.failure("{session}: failed to handle {kind}", session=self.session_id,
                              kind=type(msg).__name__)
             self.close(1011, "internal error")
 
@@ -221,12 +269,12 @@ class WampServerProtocol(WebSocketServerProtocol):
         self.factory.stats["publishes_throttled"] += 1
         if not self._throttled:
             self._throttled = True
-            self.log.warn("{peer} ({session}) publishes faster than {rate}/s: dropping",
+            self._log.warn("{peer} ({session}) publishes faster than {rate}/s: dropping",
                           peer=self.peer, session=self.session_id, rate=limits.publish_rate)
         return False
 
     def _reject(self, reason: str, code: int) -> None:
-        self.log.warn("closing {peer} ({session}) with {code}: {why}",
+        self._log.warn("closing {peer} ({session}) with {code}: {why}",
                       peer=self.peer, session=self.session_id, code=code, why=reason)
         self.close(code, reason)
 
@@ -256,14 +304,14 @@ class WampServerProtocol(WebSocketServerProtocol):
         try:
             text = m.call_result(call_id, result)
         except (TypeError, ValueError) as e:
-            self.log.error("result of call {call} is not JSON: {why}", call=call_id, why=str(e))
+            self._log.error("result of call {call} is not JSON: {why}", call=call_id, why=str(e))
             text = m.call_error(call_id, m.ERROR_INTERNAL, "procedure result is not serializable to JSON")
         self._send_text(text)
 
     def _call_failed(self, failure: Any, call_id: str, uri: str) -> None:
         uri_, desc, details = error_triple(failure.value)
         if uri_ == m.ERROR_INTERNAL:
-            self.log.failure("procedure {uri} failed", failure, uri=uri)
+            self._log.failure("procedure {uri} failed", failure, uri=uri)
         try:
             text = m.call_error(call_id, uri_, desc, details)
         except (TypeError, ValueError):
@@ -276,8 +324,22 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     # -- closing ------------------------------------------------------------
 
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
+                       isReply: bool = False) -> None:
+        # After a close frame no data frame may follow (RFC 6455, 5.5.1):
+        # leave every topic before sending it.
+        if self.state == _OPEN:
+            self._leave()
+        super().sendCloseFrame(code, reasonUtf8, isReply)
+
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self._cancel_paused_check()
+        self._leave()
+
+    def _leave(self) -> None:
         if self._session_open:
+            self._session_open = False
+            self.__dict__.pop("send_frame", None)  # back to the no-op method
             self.factory.sessionClosed(self)
 
     # -- 0.8-style per-connection registration ----------------------------
