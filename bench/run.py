@@ -46,7 +46,47 @@ SERVERS: dict[str, tuple[str, str]] = {
     "oro": ("oro-sync WAMP v1", "wamp1"),
     "twisted": ("bare Twisted, pre-framed", "raw"),
     "autobahn": ("bare Autobahn broadcast", "raw"),
+    "crossbar": ("Crossbar.io (WAMP v2)", "wamp"),
 }
+
+#: Crossbar lives in a virtualenv of its own (its pinned dependencies must not touch the
+#: project's): ``python3 -m venv bench/.venv-crossbar && bench/.venv-crossbar/bin/pip install crossbar``.
+CROSSBAR = os.path.join(HERE, ".venv-crossbar", "bin", "crossbar")
+
+
+def crossbar_config(port: int) -> dict[str, Any]:
+    """A minimal node: one router worker, realm1 open to anonymous pub/sub, WebSocket with
+    JSON on 127.0.0.1 (the same wire format the load generator speaks to oro-sync)."""
+    return {
+        "version": 2,
+        "controller": {},
+        "workers": [{
+            "type": "router",
+            "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [{
+                "uri": "", "match": "prefix",
+                "allow": {"call": True, "register": True, "publish": True, "subscribe": True},
+                "disclose": {"caller": False, "publisher": False}, "cache": True}]}]}],
+            "transports": [{"type": "websocket", "serializers": ["json"],
+                            "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1",
+                                         "backlog": 4096}}],
+        }],
+    }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 #: CPU sets for the server and the load generator (set by --pin; None = the scheduler decides).
@@ -101,10 +141,11 @@ def standard_scenarios(quick: bool) -> list[Scenario]:
             Scenario("idle", "idle connections", all3, idle_steps="500,2000", workers=2),
         ]
     top = idle_max()
+    cb = ["crossbar"] if os.path.exists(CROSSBAR) else []  # optional peer, in its own virtualenv
     return [
         Scenario("fanout100", "100 subscribers, one topic", all3, 100,
                  steps="r250,r500,r1000,r2000,r4000,w200"),
-        Scenario("fanout1000", "1,000 subscribers, one topic", all3, 1000,
+        Scenario("fanout1000", "1,000 subscribers, one topic", all3 + cb, 1000,
                  steps="r25,r50,r100,r200,r400,w20"),
         Scenario("fanout10000", "10,000 subscribers, one topic", all3, 10000,
                  steps="r3,r5,r10,r20,r40,w3", extra=["--probes", "3"]),
@@ -126,21 +167,31 @@ def own_priority(nice: int) -> int:
     other sessions would leave the server a fraction of a core however low its nice.  So
     the benchmark moves into a session (and autogroup) of its own, holding only the
     processes it starts, and gives that group the priority.  Returns the nice in force."""
-    try:
-        os.setsid()
-    except OSError:  # already a process-group leader: continue in a child that can be one
-        pid = os.fork()
-        if pid:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, lambda s, _f: os.kill(pid, s))
-            while True:
+    # The work goes on in a child that leads the new session; this process stays in the
+    # caller's session, so Ctrl-C (or make's SIGTERM) still arrives, and is passed on to the
+    # child's whole process group: servers and load generator included.
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid:
+        def forward(sig: int, _frame: Any) -> None:
+            try:
+                os.killpg(pid, sig)
+            except OSError:  # the child has not made its group yet, or is gone
                 try:
-                    _, status = os.waitpid(pid, 0)
-                    break
-                except InterruptedError:
-                    continue
-            os._exit(os.waitstatus_to_exitcode(status))
-        os.setsid()
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, forward)
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        os._exit(os.waitstatus_to_exitcode(status))
+    os.setsid()
     done = 0
     try:
         with open("/proc/self/autogroup", "w") as f:
@@ -160,8 +211,53 @@ def own_priority(nice: int) -> int:
 
 
 @contextmanager
+def crossbar_server(logdir: str) -> Iterator[tuple[int, int]]:
+    """Start a Crossbar node (controller + router worker) and yield (port, controller pid)."""
+    port = free_port()
+    cbdir = os.path.join(logdir, "crossbar")
+    os.makedirs(cbdir, exist_ok=True)
+    with open(os.path.join(cbdir, "config.json"), "w") as f:
+        json.dump(crossbar_config(port), f, indent=1)
+    log = open(os.path.join(logdir, "server-crossbar.log"), "ab")
+    proc = subprocess.Popen([CROSSBAR, "start", "--cbdir", cbdir, "--loglevel", "warn"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=cbdir, preexec_fn=lambda: pin(SERVER_CPUS))
+    try:
+        t_end = time.time() + 60
+        while not listening(port):
+            if proc.poll() is not None or time.time() > t_end:
+                raise RuntimeError(f"crossbar did not start (see {log.name})")
+            time.sleep(0.2)
+        time.sleep(0.5)
+        yield port, proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def server_pids(kind: str, pid: int, port: int) -> list[int]:
+    """The processes whose CPU and RSS count as the server's: for Crossbar the controller
+    plus the router worker that owns the listening socket."""
+    if kind != "crossbar":
+        return [pid]
+    sys.path.insert(0, HERE)
+    from wampbench import pids_listening_on
+
+    return sorted({pid, *pids_listening_on(port)})
+
+
+@contextmanager
 def server(kind: str, logdir: str, extra: list[str] | None = None) -> Iterator[tuple[int, int]]:
     """Start ``servers.py kind`` and yield (port, pid); SIGTERM it afterwards."""
+    if kind == "crossbar":
+        with crossbar_server(logdir) as pp:
+            yield pp
+        return
     port_file = os.path.join(logdir, f"{kind}.port")
     if os.path.exists(port_file):
         os.unlink(port_file)
@@ -213,7 +309,8 @@ def run_one(sc: Scenario, kind: str, logdir: str, stamp: str) -> dict[str, Any]:
     out_file = os.path.join(logdir, f"{sc.name}-{kind}.json")
     print(f"== {sc.name} / {label}", flush=True)
     with server(kind, logdir) as (port, pid):
-        args = ["--url", f"ws://127.0.0.1:{port}/", "--proto", proto, "--server-pid", str(pid),
+        spids = [a for p in server_pids(kind, pid, port) for a in ("--server-pid", str(p))]
+        args = ["--url", f"ws://127.0.0.1:{port}/", "--proto", proto, *spids,
                 "--workers", str(sc.workers), "--duration", str(sc.duration), "--json-out", out_file,
                 "--label", f"{sc.name}/{kind}", "--max-seconds", "240", "--drain-timeout", "20"]
         if sc.idle_steps:
@@ -345,9 +442,16 @@ def machine_info() -> dict[str, Any]:
                                 text=True).stdout.strip()
     except OSError:
         commit = ""
+    try:
+        # the servers import oro_sync from the working tree: say if it differs from the commit
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "oro_sync"], cwd=REPO, capture_output=True,
+                               text=True).stdout.split("\n")
+        dirty = [ln[3:] for ln in dirty if ln.strip()]
+    except OSError:
+        dirty = []
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    return dict(nproc=os.cpu_count(), cpu_model=model, python=platform.python_version(), kernel=platform.release(),
+    return dict(dirty=dirty, nproc=os.cpu_count(), cpu_model=model, python=platform.python_version(), kernel=platform.release(),
                 versions=versions, nofile=list(resource.getrlimit(resource.RLIMIT_NOFILE)),
                 mem_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                 commit=commit, loadavg_start=load)
