@@ -27,7 +27,7 @@ $(NODEOK): $(NODE)/package.json $(NODE)/package-lock.json
 	touch $(NODEOK)
 
 run: install
-	$(VENV)/bin/twistd -n oro-sync --listen tcp:8080:interface=127.0.0.1
+	$(VENV)/bin/twistd -n oro-sync --listen tcp:8080:interface=127.0.0.1:backlog=4096
 
 test: install $(NODEOK)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=/tmp/oro-sync-trial-$$$$ tests

@@ -16,7 +16,8 @@ import yaml
 #: The configuration shipped with the package (also at ``etc/`` in the source tree).
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "etc", "oro-sync.yml")
 
-DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0"
+#: A long listen queue: after a restart every browser reconnects at once.
+DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0:backlog=4096"
 
 _TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits"}
 _SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout"}

@@ -31,7 +31,7 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "The configuration file (oro-sync.yml)."],
         ["listen", "l", None,
-         "Where to listen, as a Twisted endpoint (default from the config: tcp:8080:interface=0.0.0.0; "
+         "Where to listen, as a Twisted endpoint (default from the config: tcp:8080:interface=0.0.0.0:backlog=4096; "
          "TLS: ssl:8443:privateKey=key.pem:certKey=cert.pem)."],
         ["ping-interval", None, None, "Seconds between keep-alive pings on oro/ping (default 50)."],
         ["log-level", None, "info", "Lowest level to log: " + ", ".join(logs.LEVELS) + "."],
@@ -99,6 +99,7 @@ class OroSyncService(service.Service):
 
     def _listening(self, port: Any) -> None:
         self.port = port
+        self.factory.listeningPort = port
         addr = port.getHost()
         self.log.info("oro-sync listening on {host}:{port} ({listen})",
                       host=getattr(addr, "host", "?"), port=getattr(addr, "port", "?"), listen=self.listen)

@@ -311,6 +311,39 @@ class LimitTests(ServerTestCase):
         self.assertEqual(self.server.factory._connections, 0)
 
     @defer.inlineCallbacks
+    def test_pending_handshakes_pause_accepting(self):
+        """Past max_pending_handshakes the port stops accepting; new clients
+        wait in the listen queue and are served once handshakes finish."""
+        self.start(self.limits(max_pending_handshakes=2))
+        factory = self.server.factory
+        factory.listeningPort = self.server.port
+        two_pending = defer.Deferred()
+        started = factory.handshakeStarted
+
+        def handshake_started():
+            started()
+            if factory._pending_handshakes == 2 and not two_pending.called:
+                two_pending.callback(None)
+
+        factory.handshakeStarted = handshake_started
+        stalled = []
+        for _ in range(2):  # two connections that never finish their handshake
+            raw = RawClient()
+            yield protocol.ClientCreator(reactor, lambda: raw).connectTCP("127.0.0.1", self.server.number)
+            stalled.append(raw)
+        yield two_pending
+        self.assertTrue(factory._accept_paused)
+        self.assertEqual(factory.stats["accept_pauses"], 1)
+        waiting = connect(self.server.number, path=self.server.path("admin"), timeout=20)
+        for raw in stalled:
+            raw.transport.abortConnection()
+            yield raw.lost
+        c = yield waiting  # accepted once the stalled handshakes are gone
+        self.addCleanup(c.abort)
+        self.assertEqual(c.welcome[0], 0)
+        self.assertFalse(factory._accept_paused)
+
+    @defer.inlineCallbacks
     def test_keepalive_drops_dead_peers(self):
         # Autobahn batches its timers in 0.2 s buckets: keep well above that.
         self.start(self.limits(auto_ping_interval=1, auto_ping_timeout=1))

@@ -55,7 +55,8 @@ log = Logger(namespace=__name__)
 
 
 def exit_with_parent() -> None:
-    """Worker initializer: exit as soon as the server process is gone.
+    """Worker initializer: run below the server's priority, and exit as soon
+    as the server process is gone.
 
     Each worker holds the call queue's write end, so after a SIGKILL or a
     crash of the server it would never see EOF and would live on forever.
@@ -63,6 +64,10 @@ def exit_with_parent() -> None:
     import threading
     from multiprocessing.connection import wait
 
+    try:
+        os.nice(10)  # hashing must not compete with the reactor for a core
+    except OSError:
+        pass
     parent = multiprocessing.parent_process()
     if parent is None:
         return

@@ -48,6 +48,11 @@ class Limits:
     auto_ping_timeout: float = 30.0
     #: Seconds an opening handshake may take before the connection is dropped.
     handshake_timeout: float = 10.0
+    #: Opening handshakes in progress before the server stops accepting new
+    #: connections (they wait in the kernel's listen queue, costing nothing)
+    #: until half of them are done; keeps a reconnect storm from stalling
+    #: delivery to the connected clients.
+    max_pending_handshakes: int = 64
 
 
 class WampServerFactory(WebSocketServerFactory):
@@ -86,6 +91,10 @@ class WampServerFactory(WebSocketServerFactory):
         self.stats: Counter = Counter()
         self._per_address: Counter = Counter()
         self._connections = 0
+        #: The listening port, for admission control (set by whoever listens).
+        self.listeningPort: Any = None
+        self._pending_handshakes = 0
+        self._accept_paused = False
         self.hub = hub if hub is not None else Hub(max_subscriptions=self.limits.max_subscriptions)
         self.rpc = RpcRegistry()
         self.pubsub_registry = PubSubRegistry()
@@ -135,6 +144,22 @@ class WampServerFactory(WebSocketServerFactory):
             self._per_address[host] = n
         else:
             self._per_address.pop(host, None)
+
+    def handshakeStarted(self) -> None:
+        self._pending_handshakes += 1
+        limit = self.limits.max_pending_handshakes
+        port = self.listeningPort
+        if limit and self._pending_handshakes >= limit and not self._accept_paused and port is not None:
+            self._accept_paused = True
+            self.stats["accept_pauses"] += 1
+            port.stopReading()
+
+    def handshakeEnded(self) -> None:
+        self._pending_handshakes -= 1
+        if self._accept_paused and self._pending_handshakes <= self.limits.max_pending_handshakes // 2:
+            self._accept_paused = False
+            if self.listeningPort is not None and self.listeningPort.connected:
+                self.listeningPort.startReading()
 
     def connectionRefusal(self, host: str) -> str | None:
         """Why a new connection from ``host`` is over a limit, or None."""

@@ -86,14 +86,24 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     # -- connection and handshake ------------------------------------------------
 
+    _handshaking = False
+
     def connectionMade(self) -> None:
         self._peer_host = getattr(self.transport.getPeer(), "host", "")
         self.factory.connectionCounted(self._peer_host, +1)
+        self._handshaking = True
+        self.factory.handshakeStarted()
         super().connectionMade()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.connectionCounted(self._peer_host, -1)
+        self._handshake_done()
         super().connectionLost(reason)
+
+    def _handshake_done(self) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            self.factory.handshakeEnded()
 
     def processHandshake(self) -> Any:
         if not self._origin_fixed:
@@ -135,6 +145,7 @@ class WampServerProtocol(WebSocketServerProtocol):
         return d.addCallback(authenticated)
 
     def onOpen(self) -> None:
+        self._handshake_done()
         if self.identity is None:
             self.identity = Identity.anonymous_for(self.session_id)
         limits = self.factory.limits
