@@ -9,7 +9,7 @@ DEPS   := $(VENV)/.deps-installed
 NODE   := tests/node
 NODEOK := $(NODE)/node_modules/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench bench-crossbar clean
 
 $(DEPS): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ test: install $(NODEOK)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=/tmp/oro-sync-trial-$$$$ tests
 
 bench: install
+	$(PY) -m pip install -q '.[bench]'
 	$(PY) bench/run.py
+
+# The Crossbar.io peer lives in a virtualenv of its own (about 4 minutes to build).
+bench-crossbar:
+	test -x bench/.venv-crossbar/bin/crossbar || ($(PYTHON) -m venv bench/.venv-crossbar && bench/.venv-crossbar/bin/pip install -q crossbar)
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(NODE)/node_modules _trial_temp*

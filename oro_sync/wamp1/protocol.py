@@ -27,6 +27,28 @@ from oro_sync.wamp1.rpc import RpcRegistry, error_triple
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
+def _skip_pformat_unless_debug() -> None:
+    """Autobahn pretty-prints its ~45 options for a debug line on every new
+    connection, before the log level is checked: a fifth of the cost of a
+    connection (Oro's backend opens one per publish).  Format only when
+    Autobahn's debug logging is on."""
+    import txaio
+    from autobahn.websocket import protocol as ab_protocol
+
+    real = getattr(ab_protocol.pformat, "_oro_sync_real", ab_protocol.pformat)
+
+    def pformat_if_debug(obj: Any, *args: Any, **kwargs: Any) -> str:
+        if txaio.get_global_log_level() in ("debug", "trace"):
+            return real(obj, *args, **kwargs)
+        return "<not formatted: debug logging is off>"
+
+    pformat_if_debug._oro_sync_real = real  # type: ignore[attr-defined]
+    ab_protocol.pformat = pformat_if_debug
+
+
+_skip_pformat_unless_debug()
+
+
 def buffered_bytes(transport: Any) -> int:
     """Bytes a Twisted transport holds for its peer (its kernel buffer aside).
 
