@@ -120,22 +120,24 @@ class WampRequest:
         return self.attributes
 
 
+def _no_unknown_keys(mapping: dict, known: set, what: str, source: str, route: str) -> None:
+    unknown = set(mapping) - known
+    if unknown:
+        raise RoutingError(f"unknown key(s) {what}{', '.join(sorted(map(str, unknown)))}", source, route)
+
+
 def compile_route(name: str, spec: Any, source: str = "") -> Route:
     """Validate one route mapping from a routing file and compile it."""
     if not isinstance(spec, dict):
         raise RoutingError("a route must be a mapping", source, name)
-    unknown = set(spec) - _ROUTE_KEYS
-    if unknown:
-        raise RoutingError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", source, name)
+    _no_unknown_keys(spec, _ROUTE_KEYS, "", source, name)
     channel = spec.get("channel")
     if not isinstance(channel, str) or not channel:
         raise RoutingError("'channel' must be a non-empty string", source, name)
     handler = spec.get("handler")
     if not isinstance(handler, dict):
         raise RoutingError("'handler' must be a mapping with a 'callback'", source, name)
-    unknown = set(handler) - _HANDLER_KEYS
-    if unknown:
-        raise RoutingError(f"unknown handler key(s) {', '.join(sorted(map(str, unknown)))}", source, name)
+    _no_unknown_keys(handler, _HANDLER_KEYS, "in handler: ", source, name)
     callback = handler.get("callback")
     callbacks = (callback,) if isinstance(callback, str) else callback
     if (not isinstance(callbacks, (list, tuple)) or not callbacks
@@ -179,10 +181,7 @@ def _placeholder(pname: str, rule: Any, source: str, route: str) -> _Segment:
         return _Segment(literal=None, name=pname)
     if not isinstance(rule, dict):
         raise RoutingError(f"requirement {pname!r} must be a mapping", source, route)
-    unknown = set(rule) - _REQUIREMENT_KEYS
-    if unknown:
-        raise RoutingError(f"unknown key(s) in requirement {pname!r}: {', '.join(sorted(map(str, unknown)))}",
-                           source, route)
+    _no_unknown_keys(rule, _REQUIREMENT_KEYS, f"in requirement {pname!r}: ", source, route)
     regex = None
     pattern = rule.get("pattern")
     if pattern is not None:
