@@ -247,23 +247,29 @@ class WampTestClient:
 def connect(port: int, protocols: Iterable[str] | None = ("wamp",),
             headers: dict[str, str] | None = None, path: str = "/", *,
             host: str = "127.0.0.1", wait_welcome: bool = True,
-            timeout: float = DEFAULT_TIMEOUT, reactor: Any = None) -> defer.Deferred:
+            timeout: float = DEFAULT_TIMEOUT, reactor: Any = None,
+            tls: Any = None) -> defer.Deferred:
     """Open a WebSocket to ``ws://host:port/path`` offering ``protocols``.
 
     Fires with a :class:`WampTestClient` once open and, if ``wait_welcome``,
     once the first message (stored as ``.welcome``) has arrived.  Fails with
     :class:`HandshakeFailed` if the upgrade is refused or the connection
     closes first, or with :class:`MessageTimeout` after ``timeout`` seconds
-    (the connection is then aborted, so nothing is left behind).
+    (the connection is then aborted, so nothing is left behind).  With
+    ``tls`` (client TLS options) it connects over TLS (``wss://``).
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     client = WampTestClient(reactor, timeout)
-    factory = _Factory(client, f"ws://{host}:{port}{path}",
+    scheme = "wss" if tls is not None else "ws"
+    factory = _Factory(client, f"{scheme}://{host}:{port}{path}",
                        protocols=list(protocols) if protocols else None,
                        headers=headers, reactor=reactor)
-    reactor.connectTCP(host, port, factory, timeout=timeout)
+    if tls is not None:  # client TLS options, e.g. ssl.optionsForClientTLS(...)
+        reactor.connectSSL(host, port, factory, tls, timeout=timeout)
+    else:
+        reactor.connectTCP(host, port, factory, timeout=timeout)
     opening = client._opening
     result: defer.Deferred = defer.Deferred()
 
