@@ -356,8 +356,8 @@ def write_report(run: dict, out_md: str, chart_dir: str, json_rel: str) -> None:
         + (f"; the server was pinned to CPU {run['pinning']['server']} and the load generator to CPU "
            f"{run['pinning']['clients']}." if run.get("pinning", {}).get("server") else ".") + " ",
         "**Noise.** Server, load generator and everything else share 2 cores, all on 127.0.0.1; other "
-        "jobs (test suites of parallel work) were running on this machine during the run, so wall-clock "
-        "figures (events/s, latency) carry noise of tens of percent between runs — the *machine idle %* "
+        "jobs (test suites of parallel work) may run on this machine during a run, and even without them "
+        "wall-clock figures (events/s, latency) carry noise of tens of percent between runs — the *machine idle %* "
         "column shows how busy the machine was. *Events per server CPU-second* (deliveries divided by the "
         "server's own CPU time) is hardly affected by that and is the fairer basis for ratios. The server "
         "is single-threaded: at saturation it uses one core and the load generator the other (see "

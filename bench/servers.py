@@ -235,7 +235,12 @@ def main() -> None:
         [FilteringLogObserver(textFileLogObserver(sys.stderr),
                               [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])],
         redirectStandardIO=False)
-    port = reactor.listenTCP(0, FACTORIES[a.kind](a.topic), backlog=4096, interface="127.0.0.1")
+    factory = FACTORIES[a.kind](a.topic)
+    port = reactor.listenTCP(0, factory, backlog=4096, interface="127.0.0.1")
+    if hasattr(factory, "listeningPort"):
+        # oro-sync's handshake admission control pauses accepting through the
+        # port; twistd's OroSyncService sets it, a hand-built factory must too.
+        factory.listeningPort = port
     tmp = a.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(port.getHost().port))
