@@ -434,3 +434,36 @@ class OriginUnitTests(unittest.TestCase):
                          b"GET / HTTP/1.1\r\nOrigin: http://127.0.0.1\r\nHost: x\r\nX-Origin: keep")
         for untouched in [b"Origin: https://a.b", b"Origin: null", b"Origin: "]:
             self.assertEqual(fix_schemeless_origin(untouched), untouched)
+
+
+class AdmissionUnitTests(unittest.TestCase):
+    """Admission control against a stand-in port: the number of connections
+    Twisted may accept per read never exceeds the room under the limit."""
+
+    class Port:
+        connected = True
+        numberAccepts = 100
+
+        def __init__(self):
+            self.reading = True
+
+        def stopReading(self):
+            self.reading = False
+
+        def startReading(self):
+            self.reading = True
+
+    def test_accepts_capped_and_paused(self):
+        from oro_sync.wamp1.factory import WampServerFactory
+        factory = WampServerFactory(limits=Limits(max_pending_handshakes=4))
+        port = factory.listeningPort = self.Port()
+        seen = []
+        for _ in range(4):
+            factory.handshakeStarted()
+            seen.append((port.numberAccepts, port.reading))
+        self.assertEqual(seen, [(3, True), (2, True), (1, True), (1, False)])
+        factory.handshakeEnded()
+        self.assertFalse(port.reading)  # 3 pending: above half the limit
+        factory.handshakeEnded()
+        self.assertTrue(port.reading)   # 2 pending: room again
+        self.assertEqual(port.numberAccepts, 2)

@@ -147,19 +147,34 @@ class WampServerFactory(WebSocketServerFactory):
 
     def handshakeStarted(self) -> None:
         self._pending_handshakes += 1
-        limit = self.limits.max_pending_handshakes
-        port = self.listeningPort
-        if limit and self._pending_handshakes >= limit and not self._accept_paused and port is not None:
-            self._accept_paused = True
-            self.stats["accept_pauses"] += 1
-            port.stopReading()
+        self._admit()
 
     def handshakeEnded(self) -> None:
         self._pending_handshakes -= 1
-        if self._accept_paused and self._pending_handshakes <= self.limits.max_pending_handshakes // 2:
+        self._admit()
+
+    def _admit(self) -> None:
+        """Admission control on the listening port (see Limits.max_pending_handshakes).
+
+        Twisted accepts up to ``port.numberAccepts`` connections per read, so
+        that number is kept to the room left under the limit; at the limit the
+        port stops reading until half of the handshakes are done.
+        """
+        limit = self.limits.max_pending_handshakes
+        port = self.listeningPort
+        if not limit or port is None:
+            return
+        pending = self._pending_handshakes
+        if hasattr(port, "numberAccepts"):
+            port.numberAccepts = max(1, limit - pending)
+        if pending >= limit and not self._accept_paused:
+            self._accept_paused = True
+            self.stats["accept_pauses"] += 1
+            port.stopReading()
+        elif self._accept_paused and pending <= limit // 2:
             self._accept_paused = False
-            if self.listeningPort is not None and self.listeningPort.connected:
-                self.listeningPort.startReading()
+            if port.connected:
+                port.startReading()
 
     def connectionRefusal(self, host: str) -> str | None:
         """Why a new connection from ``host`` is over a limit, or None."""
