@@ -97,6 +97,7 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     # Output flow control (see the class docstring).
     _paused_check: Any = None
+    _pause_calls = 0
     # Publish rate limiting (token bucket).
     _tokens = 0.0
     _last_refill = 0.0
@@ -205,7 +206,10 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     # IPushProducer: the transport tells us when its buffer is full / drained.
     def pauseProducing(self) -> None:
-        if self._over_output_limit():
+        # Twisted calls this on every write while the buffer is full, which is
+        # every delivery to a lagging peer: measure the buffer on every 8th.
+        self._pause_calls += 1
+        if self._pause_calls & 7 == 1 and self._over_output_limit():
             self._slow_consumer()
         elif self._paused_check is None:
             # Some transports (TLS) pause only once: keep checking while paused.
@@ -219,7 +223,10 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     def _check_paused(self) -> None:
         self._paused_check = None
-        self.pauseProducing()
+        if self._over_output_limit():
+            self._slow_consumer()
+        else:
+            self._paused_check = self.factory.clock.callLater(1.0, self._check_paused)
 
     def _cancel_paused_check(self) -> None:
         if self._paused_check is not None:
