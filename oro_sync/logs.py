@@ -25,3 +25,9 @@ class Logger(_tl.Logger):
 def set_level(name: str) -> None:
     """Set the lowest level logged by oro-sync (debug, info, warn, error, critical)."""
     _predicate.setLogLevelForNamespace("", _tl.LogLevel.levelWithName(name))
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """Client-chosen text for a log line, cut to ``limit`` characters
+    (a topic URI may be as long as a whole message)."""
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} chars)"

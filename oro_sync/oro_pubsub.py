@@ -24,7 +24,7 @@ from zope.interface import implementer
 from oro_sync.core.profiles import ratchet_eligible, ratchet_exclude
 from oro_sync.core.topic import Topic
 from oro_sync.interfaces import IPubSubPolicy, IPushableTopic, ITopicPeriodicTimer
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, clip
 from oro_sync.routing import Router, RoutingError, WampRequest
 
 
@@ -61,7 +61,7 @@ class OroPubSub:
         request = self.router.match(topic_uri)
         if request is None:
             self.log.info("{session} subscribed to unrouted topic {topic}: ignored",
-                          session=session.session_id, topic=topic_uri)
+                          session=session.session_id, topic=clip(topic_uri))
             return
         topic = self.hub.subscribe(session, topic_uri)
         if topic is None:
@@ -94,7 +94,7 @@ class OroPubSub:
         request = self.router.match(topic_uri)
         if request is None:
             self.log.info("{session} published to unrouted topic {topic}: dropped",
-                          session=session.session_id, topic=topic_uri)
+                          session=session.session_id, topic=clip(topic_uri))
             return
         if self.may_publish is not None and not self.may_publish(session, request):
             identity = getattr(session, "identity", None)

@@ -37,6 +37,7 @@ _REQUIREMENT_KEYS = {"pattern", "wildcard"}
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _WILDCARDS = ("*", "all")
 _CACHE_SIZE = 4096
+_CACHE_MAX_URI = 512
 
 
 class RoutingError(Exception):
@@ -188,7 +189,8 @@ def _placeholder(pname: str, rule: Any, source: str, route: str) -> _Segment:
         if not isinstance(pattern, str):
             raise RoutingError(f"pattern of {pname!r} must be a string", source, route)
         try:
-            regex = re.compile(f"(?:{pattern})\\Z")
+            # ASCII: like PCRE in PHP, \d is 0-9 only (not other scripts' digits).
+            regex = re.compile(f"(?:{pattern})\\Z", re.ASCII)
         except re.error as e:
             raise RoutingError(f"bad regular expression for {pname!r}: {pattern!r} ({e})", source, route) from None
     wildcard = rule.get("wildcard", False)
@@ -282,7 +284,8 @@ class Router:
             if attributes is not None:
                 result = WampRequest(route.name, route, uri, attributes)
                 break
-        if len(cache) >= _CACHE_SIZE:
-            cache.clear()
-        cache[uri] = result
+        if len(uri) <= _CACHE_MAX_URI:  # client input: never keep huge keys
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[uri] = result
         return result

@@ -312,36 +312,65 @@ class LimitTests(ServerTestCase):
 
     @defer.inlineCallbacks
     def test_pending_handshakes_pause_accepting(self):
-        """Past max_pending_handshakes the port stops accepting; new clients
-        wait in the listen queue and are served once handshakes finish."""
+        """Past max_pending_handshakes (upgrade requests whose ticket check is
+        still running) the port stops accepting; new clients wait in the
+        listen queue and are served once those handshakes finish."""
+        from oro_sync.identity import Identity
+
         self.start(self.limits(max_pending_handshakes=2))
         factory = self.server.factory
         factory.listeningPort = self.server.port
+        real = factory.authenticator
+        stalled: list = []
         two_pending = defer.Deferred()
-        started = factory.handshakeStarted
 
-        def handshake_started():
-            started()
-            if factory._pending_handshakes == 2 and not two_pending.called:
-                two_pending.callback(None)
+        class Stalling:
+            """Holds the first two ticket checks until the test releases them."""
 
-        factory.handshakeStarted = handshake_started
-        stalled = []
-        for _ in range(2):  # two connections that never finish their handshake
-            raw = RawClient()
-            yield protocol.ClientCreator(reactor, lambda: raw).connectTCP("127.0.0.1", self.server.number)
-            stalled.append(raw)
+            verifier = real.verifier
+
+            def authenticate(self, request, session_id):
+                if len(stalled) < 2:
+                    d = defer.Deferred()
+                    stalled.append((d, session_id))
+                    if len(stalled) == 2:
+                        reactor.callLater(0, two_pending.callback, None)
+                    return d
+                return real.authenticate(request, session_id)
+
+        factory.authenticator = Stalling()
+        first = [connect(self.server.number, path=self.server.path("admin"), timeout=20)
+                 for _ in range(2)]
         yield two_pending
+        self.assertEqual(factory._pending_handshakes, 2)
         self.assertTrue(factory._accept_paused)
         self.assertEqual(factory.stats["accept_pauses"], 1)
         waiting = connect(self.server.number, path=self.server.path("admin"), timeout=20)
-        for raw in stalled:
-            raw.transport.abortConnection()
-            yield raw.lost
-        c = yield waiting  # accepted once the stalled handshakes are gone
-        self.addCleanup(c.abort)
+        for d, session_id in stalled:
+            d.callback(Identity.anonymous_for(session_id))
+        clients = yield defer.gatherResults(first + [waiting])
+        for c in clients:
+            self.addCleanup(c.abort)
+            self.assertEqual(c.welcome[0], 0)
+        self.assertFalse(factory._accept_paused)
+        self.assertEqual(factory._pending_handshakes, 0)
+
+    @defer.inlineCallbacks
+    def test_idle_sockets_do_not_count_as_pending_handshakes(self):
+        self.start(self.limits(max_pending_handshakes=2))
+        factory = self.server.factory
+        factory.listeningPort = self.server.port
+        idle = []
+        for _ in range(3):  # connect and never send a request
+            raw = RawClient()
+            yield protocol.ClientCreator(reactor, lambda: raw).connectTCP("127.0.0.1", self.server.number)
+            idle.append(raw)
+        c = yield self.client("admin")  # still served at once
         self.assertEqual(c.welcome[0], 0)
         self.assertFalse(factory._accept_paused)
+        for raw in idle:
+            raw.transport.abortConnection()
+            yield raw.lost
 
     @defer.inlineCallbacks
     def test_keepalive_drops_dead_peers(self):
@@ -467,3 +496,82 @@ class AdmissionUnitTests(unittest.TestCase):
         factory.handshakeEnded()
         self.assertTrue(port.reading)   # 2 pending: room again
         self.assertEqual(port.numberAccepts, 2)
+
+
+class ReviewRegressionTests(ServerTestCase):
+    """Races and resource bounds found in review, pinned."""
+
+    @defer.inlineCallbacks
+    def test_client_gone_before_ticket_check_finishes_opens_no_session(self):
+        from oro_sync.identity import Identity
+
+        self.start()
+        factory = self.server.factory
+        real = factory.authenticator
+        held = defer.Deferred()
+        got_request = defer.Deferred()
+
+        class Holding:
+            verifier = real.verifier
+
+            def authenticate(self, request, session_id):
+                got_request.callback(session_id)
+                return held
+
+        factory.authenticator = Holding()
+        raw = RawClient()
+        yield protocol.ClientCreator(reactor, lambda: raw).connectTCP("127.0.0.1", self.server.number)
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.transport.write((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                             "Sec-WebSocket-Protocol: wamp\r\n\r\n").encode())
+        session_id = yield got_request
+        raw.transport.abortConnection()
+        yield raw.lost
+        yield self.round_trip((yield self.client_with(real)))  # the server noticed the loss
+        held.callback(Identity.anonymous_for(session_id))
+        self.assertNotIn(session_id, factory.hub.sessions)
+        self.assertEqual(factory._pending_handshakes, 0)
+
+    @defer.inlineCallbacks
+    def client_with(self, authenticator):
+        self.server.factory.authenticator = authenticator
+        return (yield self.client("admin"))
+
+    @defer.inlineCallbacks
+    def test_messages_after_the_server_close_frame_are_ignored(self):
+        self.start()
+        c = yield self.client("admin")
+        session = self.server.factory.hub.sessions[c.session_id]
+        session.close(4000, "bye")
+        c.subscribe("oro/maintenance")  # already in flight when the close arrives
+        yield c.closed
+        self.assertEqual(self.server.topics(), {})
+        self.assertEqual(self.server.factory.hub.sessions, {})
+
+    @defer.inlineCallbacks
+    def test_oversized_prefix_closes_1008(self):
+        self.start()
+        c = yield self.client("admin")
+        c.prefix("p", "http://example.com/" + "x" * 5000)
+        was_clean, code, reason = yield c.closed
+        self.assertEqual(code, 1008)
+        self.assertIn("PREFIX", reason)
+
+
+class RouterBoundsTests(unittest.TestCase):
+    def test_huge_uris_are_not_cached(self):
+        from oro_sync.routing import Router, compile_route
+        router = Router([compile_route("r", {"channel": "a/{n}", "handler": {"callback": "h"},
+                                             "requirements": {"n": {"pattern": r"\d+"}}})])
+        self.assertIsNotNone(router.match("a/" + "1" * 100_000))
+        self.assertEqual(router._cache, {})
+        router.match("a/1")
+        self.assertEqual(list(router._cache), ["a/1"])
+
+    def test_digits_are_ascii_digits(self):
+        from oro_sync.routing import Router, compile_route
+        router = Router([compile_route("r", {"channel": "a/{n}", "handler": {"callback": "h"},
+                                             "requirements": {"n": {"pattern": r"\d+"}}})])
+        self.assertIsNone(router.match("a/\u0661\u0662"))  # Arabic-Indic digits
+        self.assertIsNotNone(router.match("a/12"))

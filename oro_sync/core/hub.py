@@ -6,7 +6,7 @@ from typing import Any
 
 from oro_sync.core.broker import IBroker, LocalBroker
 from oro_sync.core.topic import SubscriptionLimitExceeded, Topic, TopicRegistry
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, clip
 
 
 class Hub:
@@ -36,7 +36,7 @@ class Hub:
             return self.topics.subscribe(session, uri)
         except SubscriptionLimitExceeded as e:
             self.log.warn("{session} refused subscription to {topic}: {why}",
-                          session=session.session_id, topic=uri, why=str(e))
+                          session=session.session_id, topic=clip(uri), why=str(e))
             return None
 
     def detach(self, session: Any) -> list:

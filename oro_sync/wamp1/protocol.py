@@ -25,6 +25,8 @@ from oro_sync.wamp1 import messages as m
 from oro_sync.wamp1.rpc import RpcRegistry, error_triple
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
+#: Longest prefix + URI of one PREFIX (256 of them per connection).
+MAX_PREFIX_CHARS = 2048
 
 
 def _skip_pformat_unless_debug() -> None:
@@ -114,8 +116,6 @@ class WampServerProtocol(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         self._peer_host = getattr(self.transport.getPeer(), "host", "")
         self.factory.connectionCounted(self._peer_host, +1)
-        self._handshaking = True
-        self.factory.handshakeStarted()
         super().connectionMade()
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -137,6 +137,12 @@ class WampServerProtocol(WebSocketServerProtocol):
         return super().processHandshake()
 
     def onConnect(self, request: Any) -> Any:
+        # Counted from a complete upgrade request (the costly part is the
+        # ticket check): idle or trickling sockets cannot fill the budget of
+        # pending handshakes and pause accept() for everyone; the handshake
+        # timeout drops them.
+        self._handshaking = True
+        self.factory.handshakeStarted()
         self.prefixes: dict[str, str] = {}
         self.subscriptions: set[str] = set()
         self.session_id = new_session_id()
@@ -166,6 +172,13 @@ class WampServerProtocol(WebSocketServerProtocol):
             return protocol
 
         return d.addCallback(authenticated)
+
+    def succeedHandshake(self, res: Any) -> Any:
+        # An asynchronous authenticate() may finish after the peer left or the
+        # opening-handshake timeout dropped it: then there is nothing to open.
+        if self.state != self.STATE_CONNECTING:
+            return None
+        return super().succeedHandshake(res)
 
     def onOpen(self) -> None:
         self._handshake_done()
@@ -252,13 +265,15 @@ class WampServerProtocol(WebSocketServerProtocol):
         """Close with any WebSocket code (Autobahn's sendClose allows only
         1000 and 3000-4999; the failure path sends the given code)."""
         if code == 1000 or 3000 <= code <= 4999:
-            self.sendClose(code, reason)
+            self.sendClose(code, reason.encode("utf-8")[:123].decode("utf-8", "ignore"))
         else:
             self._fail_connection(code, reason)
 
     # -- incoming messages ----------------------------------------------------
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self._session_open:
+            return  # we sent a close frame (Autobahn still delivers messages while CLOSING)
         if isBinary:
             self._reject("binary messages are not WAMP v1", m.CLOSE_UNSUPPORTED_DATA)
             return
@@ -319,6 +334,9 @@ class WampServerProtocol(WebSocketServerProtocol):
         self.close(code, reason)
 
     def _prefix(self, msg: m.Prefix) -> None:
+        if len(msg.prefix) + len(msg.uri) > MAX_PREFIX_CHARS:
+            self._reject(f"a PREFIX may hold at most {MAX_PREFIX_CHARS} characters", m.CLOSE_POLICY_VIOLATION)
+            return
         limit = self.factory.maxPrefixes
         if msg.prefix not in self.prefixes and limit and len(self.prefixes) >= limit:
             self._reject(f"at most {limit} prefixes per connection", m.CLOSE_POLICY_VIOLATION)
