@@ -230,13 +230,7 @@ def crossbar_server(logdir: str) -> Iterator[tuple[int, int]]:
         time.sleep(0.5)
         yield port, proc.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 30)
         log.close()
 
 
@@ -276,13 +270,7 @@ def server(kind: str, logdir: str, extra: list[str] | None = None) -> Iterator[t
         time.sleep(0.3)  # let imports settle before the baseline RSS is taken
         yield port, proc.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 20)
         log.close()
 
 
@@ -421,16 +409,31 @@ def profile_memory(logdir: str, connections: int = 2000) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- machine
-def machine_info() -> dict[str, Any]:
-    model = ""
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" if it does not say)."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return ""
+
+
+def stop_process(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def machine_info() -> dict[str, Any]:
+    model = cpu_model()
     versions: dict[str, str] = {}
     for mod in ("twisted", "autobahn", "txaio", "uvloop", "matplotlib"):
         try:

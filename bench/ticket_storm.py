@@ -839,15 +839,8 @@ async def storm(port: int, sub_tickets: list[str], pub_ticket: str, conn: Any,
 
 def machine_info() -> dict[str, Any]:
     """What the figures depend on: cores, CPU model, versions, load, commit."""
-    model = "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from run import cpu_model  # bench/run.py, beside this script
+    model = cpu_model() or "?"
     import autobahn
     import twisted
     with open("/proc/loadavg", encoding="ascii") as f:

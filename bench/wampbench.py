@@ -120,6 +120,10 @@ def client_frame(payload: bytes, opcode: int = 1) -> bytes:
     return hdr + mask_payload(payload)
 
 
+#: The WebSocket subprotocol each load mode offers (raw offers none).
+SUBPROTOCOLS = {"wamp": "wamp.2.json", "wamp1": "wamp"}
+
+
 class WSClient(asyncio.Protocol):
     """Minimal RFC6455 client protocol. Subclasses implement on_open() and on_message(buf, s, e, now)."""
 
@@ -268,10 +272,7 @@ class Subscriber(WSClient):
         self.stats, self.record = stats, record
         self.subscribed = False
         self.pending = 0
-        if proto == "wamp":
-            self.subprotocol = "wamp.2.json"
-        elif proto == "wamp1":
-            self.subprotocol = "wamp"
+        self.subprotocol = SUBPROTOCOLS.get(proto)
 
     def on_open(self):
         if self.proto == "wamp":
@@ -420,10 +421,7 @@ class Publisher(WSClient):
         self.topics = [t.encode() for t in topics]
         self.req = 0
         self.errors = 0
-        if proto == "wamp":
-            self.subprotocol = "wamp.2.json"
-        elif proto == "wamp1":
-            self.subprotocol = "wamp"
+        self.subprotocol = SUBPROTOCOLS.get(proto)
 
     def on_open(self):
         if self.proto == "wamp":
@@ -457,10 +455,7 @@ class ChurnPublisher(WSClient):
         super().__init__(host, port, path, done_fut)
         self.proto, self.realm, self.topic = proto, realm, topic
         self.seq, self.step, self.pad = seq, step, pad
-        if proto == "wamp":
-            self.subprotocol = "wamp.2.json"
-        elif proto == "wamp1":
-            self.subprotocol = "wamp"
+        self.subprotocol = SUBPROTOCOLS.get(proto)
 
     def on_open(self):
         if self.proto == "wamp":
