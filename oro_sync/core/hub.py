@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from oro_sync.core.broker import IBroker, LocalBroker
+from oro_sync.core.outbox import Outbox
 from oro_sync.core.topic import SubscriptionLimitExceeded, Topic, TopicRegistry
 from oro_sync.logs import Logger, clip
 
@@ -18,8 +19,13 @@ class Hub:
 
     log = Logger()
 
-    def __init__(self, broker: IBroker | None = None, max_subscriptions: int = 0):
+    def __init__(self, broker: IBroker | None = None, max_subscriptions: int = 0,
+                 clock: Any = None):
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.sessions: dict[str, Any] = {}
+        #: Per-turn write batching for every front end's sessions.
+        self.outbox = Outbox(clock)
         self.topics = TopicRegistry(max_subscriptions=max_subscriptions)
         if broker is None:
             broker = LocalBroker(self.topics)

@@ -95,7 +95,8 @@ class WampServerFactory(WebSocketServerFactory):
         self.listeningPort: Any = None
         self._pending_handshakes = 0
         self._accept_paused = False
-        self.hub = hub if hub is not None else Hub(max_subscriptions=self.limits.max_subscriptions)
+        self.hub = hub if hub is not None else Hub(max_subscriptions=self.limits.max_subscriptions,
+                                                  clock=reactor)
         self.rpc = RpcRegistry()
         self.pubsub_registry = PubSubRegistry()
         #: What SUBSCRIBE / UNSUBSCRIBE / PUBLISH do (an IPubSubPolicy).

@@ -3,7 +3,8 @@
 It negotiates the ``wamp`` subprotocol, sends WELCOME, parses each text
 message with :mod:`oro_sync.wamp1.messages` and hands the result to the
 factory's RPC registry and pub/sub policy.  Events reach it only as
-pre-framed bytes (:meth:`send_frame`), written straight to the transport.
+pre-framed bytes (:meth:`send_frame`), queued in the hub's outbox and sent
+once per reactor turn.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IPushProducer
-from oro_sync.logs import Logger
 from zope.interface import implementer
+
 
 from oro_sync.auth.origins import fix_schemeless_origin
 from oro_sync.core.frames import text_frame
+from oro_sync.core.outbox import PeerQueue, batches
 from oro_sync.core.session import ISession, new_session_id
 from oro_sync.identity import Identity
+from oro_sync.logs import Logger
 from oro_sync.wamp1 import messages as m
 from oro_sync.wamp1.rpc import RpcRegistry, error_triple
 
@@ -75,9 +78,10 @@ def encode_event(topic: Any, event: Any) -> bytes:
 class WampServerProtocol(WebSocketServerProtocol):
     """One WAMP v1 client connection (AutobahnPython 0.8's API, on Autobahn 26).
 
-    Events are written straight to the transport: once open, ``send_frame``
-    *is* the transport's ``write`` (no Python call in between on the fan-out
-    path), and a session leaves its topics as soon as a close frame is sent.
+    Events go through the hub's outbox: once open, ``send_frame`` is its
+    peer queue's ``send`` (one list append per delivery; one ``send()`` per
+    peer and reactor turn), and a session leaves its topics as soon as a
+    close frame is sent.
 
     It is also the push producer of its transport: while the peer does not
     read and the buffers are full, Twisted calls ``pauseProducing`` on every
@@ -99,7 +103,6 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     # Output flow control (see the class docstring).
     _paused_check: Any = None
-    _pause_calls = 0
     # Publish rate limiting (token bucket).
     _tokens = 0.0
     _last_refill = 0.0
@@ -190,7 +193,11 @@ class WampServerProtocol(WebSocketServerProtocol):
         if limits.max_output_buffer:
             self.transport.registerProducer(self, True)
         self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
-        self.send_frame = self.transport.write  # the fan-out fast path
+        if batches(self.transport):  # the fan-out fast path
+            self._queue = self.factory.hub.outbox.queue_for(self.transport)
+            self.send_frame = self._queue.send
+        else:
+            self.send_frame = self.transport.write
         self._forget_handshake()
         self._session_open = True
         self.factory.sessionOpened(self)
@@ -213,16 +220,27 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     # -- ISession -----------------------------------------------------------
 
+    #: This session's events of the current reactor turn (see oro_sync.core.outbox).
+    _queue: PeerQueue | None = None
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Every other write (WELCOME, RPC results, pings, the close frame)
+        # goes after the events queued before it.
+        queue = self._queue
+        if queue is not None and queue.frames:
+            queue.flush()
+        super().sendData(data, sync, chopsize)
+
     def send_frame(self, data: bytes) -> None:
         """Before WELCOME: nothing may be sent yet (replaced by the transport's
         ``write`` in :meth:`onOpen`)."""
 
     # IPushProducer: the transport tells us when its buffer is full / drained.
     def pauseProducing(self) -> None:
-        # Twisted calls this on every write while the buffer is full, which is
-        # every delivery to a lagging peer: measure the buffer on every 8th.
-        self._pause_calls += 1
-        if self._pause_calls & 7 == 1 and self._over_output_limit():
+        # Twisted calls this on every write while the buffer is full: with the
+        # outbox that is once per reactor turn for a lagging peer, whatever
+        # the number of events, so the buffer is measured every time.
+        if self._over_output_limit():
             self._slow_consumer()
         elif self._paused_check is None:
             # Some transports (TLS) pause only once: keep checking while paused.
@@ -256,6 +274,8 @@ class WampServerProtocol(WebSocketServerProtocol):
                        "(over {limit} bytes queued)", peer=self.peer, session=self.session_id,
                        limit=self.factory.limits.max_output_buffer)
         self.factory.stats["slow_consumers_closed"] += 1
+        if self._queue is not None:
+            self._queue.discard()
         self._leave()  # no more events are queued for it from now on
         self.wasClean = False
         self.wasNotCleanReason = "slow consumer: output buffer limit exceeded"
