@@ -326,6 +326,13 @@ def memory_section(run: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- the report
+
+def client_loops(run: dict[str, Any]) -> str:
+    """How the subscribers parsed events in this run (C or Python), for the machine table."""
+    loops = sorted({r.get("client_loop") or "events parsed in Python"
+                    for sc in run["scenarios"] for r in sc["results"] if "error" not in r})
+    return ", ".join(loops) or "–"
+
 def write_report(run: dict, out_md: str, chart_dir: str, json_rel: str) -> None:
     m = run["machine"]
     v = m["versions"]
@@ -345,7 +352,8 @@ def write_report(run: dict, out_md: str, chart_dir: str, json_rel: str) -> None:
         f"| memory | {m['mem_gb']} GiB |",
         f"| Python | {m['python']} (kernel {m['kernel']}) |",
         f"| Twisted / Autobahn / txaio | {v.get('twisted')} / {v.get('autobahn')} / {v.get('txaio')} |",
-        f"| load generator | bench/wampbench.py, asyncio + uvloop {v.get('uvloop')}, 2–4 subscriber processes + 1 publisher |",
+        f"| load generator | bench/wampbench.py, asyncio + uvloop {v.get('uvloop')}, 2–4 subscriber processes + 1 publisher; "
+        f"{client_loops(run)} |",
         f"| fd limit (soft, hard) | {m['nofile'][0]:,}, {m['nofile'][1]:,} |",
         f"| load average at start / end | {' '.join(m['loadavg_start'])} / {' '.join(m.get('loadavg_end', []))} |",
         "",

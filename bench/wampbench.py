@@ -77,6 +77,45 @@ try:
 except Exception:  # pragma: no cover
     uvloop = None
 
+#: fastscan.c compiled and loaded (see build_fastscan), or None.
+FASTSCAN: Any = None
+
+
+def build_fastscan(disabled: bool = False) -> str | None:
+    """Compile bench/fastscan.c (once; again when the source changes) and load it.
+
+    Returns a description for the report; None when it is off or no compiler worked."""
+    global FASTSCAN
+    if disabled:
+        return None
+    import ctypes
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    src = os.path.join(here, "fastscan.c")
+    with open(src, "rb") as f:
+        tag = hashlib.sha1(f.read()).hexdigest()[:12]
+    lib = os.path.join(here, ".build", f"fastscan-{tag}.so")
+    if not os.path.exists(lib):
+        os.makedirs(os.path.dirname(lib), exist_ok=True)
+        tmp = lib + f".{os.getpid()}.tmp"
+        try:
+            subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-o", tmp, src],
+                           check=True, capture_output=True, timeout=120)
+            os.replace(tmp, lib)
+        except (OSError, subprocess.SubprocessError) as e:
+            print(f"(fastscan.c not built, events are parsed in Python: {e})", file=sys.stderr)
+            return None
+    dll = ctypes.CDLL(lib)
+    fn = dll.ws_scan
+    fn.restype = ctypes.c_long
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_long, ctypes.c_long,
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int64,
+                   ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
+    FASTSCAN = dll
+    return "events counted in C (bench/fastscan.c)"
+
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -128,6 +167,9 @@ class WSClient(asyncio.Protocol):
     """Minimal RFC6455 client protocol. Subclasses implement on_open() and on_message(buf, s, e, now)."""
 
     subprotocol: str | None = None
+    #: fastscan.c's event loop for this connection (None: every frame in Python).
+    scan = None
+    record = False
 
     def __init__(self, host, port, path, done_fut):
         self.host, self.port, self.path = host, port, path
@@ -201,7 +243,19 @@ class WSClient(asyncio.Protocol):
             data = b""
         buf = self.buf + data if self.buf else data
         pos, n = 0, len(buf)
+        scan = self.scan
         while n - pos >= 2:
+            if scan is not None:  # events in C; the frame it stops at, below
+                pos, status = scan(buf, n, pos, now, self.record)
+                if status == 0:
+                    break
+                if status == 3:
+                    continue
+                if status == 2:
+                    self.fail("masked server frame")
+                    return
+                if n - pos < 2:
+                    break
             b0 = buf[pos]
             ln = buf[pos + 1] & 0x7F
             hdr = 2
@@ -255,12 +309,42 @@ class WSClient(asyncio.Protocol):
 
 # ---------------------------------------------------------------- subscriber side
 class SubStats:
+    """One worker's counts; fixed-size arrays, so that fastscan.c can write into them."""
+
     def __init__(self, nsteps):
-        self.count = [0] * nsteps
-        self.first = [0] * nsteps
-        self.last = [0] * nsteps
+        self.count = array("q", [0]) * nsteps
+        self.first = array("q", [0]) * nsteps
+        self.last = array("q", [0]) * nsteps
         self.lat = [array("q") for _ in range(nsteps)]
         self.other = 0
+        self._scan = None
+
+    def scanner(self, lib, record):
+        """A ``scan(buf, n, pos, now) -> (pos, status)`` over fastscan.c's ws_scan, or None."""
+        if lib is None:
+            return None
+        if self._scan is None:
+            import ctypes
+
+            nsteps = len(self.count)
+            addr = [a.buffer_info()[0] for a in (self.count, self.first, self.last)]
+            out = (ctypes.c_int64 * 2)()
+            cap = 1 << 14
+            latbuf = (ctypes.c_int64 * (2 * cap))()
+            fn = lib.ws_scan
+            lat = self.lat
+
+            def scan(buf, n, pos, now, record):
+                pos = fn(buf, n, pos, addr[0], addr[1], addr[2], nsteps, now,
+                         latbuf if record else None, cap, out)
+                k = out[0]
+                if k:
+                    for i in range(0, 2 * k, 2):
+                        lat[latbuf[i]].append(latbuf[i + 1])
+                return pos, out[1]
+
+            self._scan = scan
+        return self._scan
 
 
 class Subscriber(WSClient):
@@ -282,6 +366,7 @@ class Subscriber(WSClient):
 
     def ready(self):
         self.subscribed = True
+        self.scan = self.stats.scanner(FASTSCAN, self.record)
         if not self.done.done():
             self.done.set_result(True)
 
@@ -488,6 +573,10 @@ class Sentinel(Subscriber):
         self.last_seq = 0
         self.last_lat = 0
         self.waiter = None
+
+    def ready(self):
+        super().ready()
+        self.scan = None  # it reads each event's seq itself
 
     def on_message(self, buf, s, e, now):
         if not self.subscribed:
@@ -732,6 +821,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-seconds", type=float, default=600)
     ap.add_argument("--probes", type=int, default=9, help="sequential probe events before each step (idle latency)")
     ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument("--no-fastscan", action="store_true",
+                    help="parse events in Python, not in bench/fastscan.c (slower clients)")
     ap.add_argument("--json-out", default="")
     ap.add_argument("--label", default="")
     a = ap.parse_args(argv)
@@ -773,7 +864,8 @@ def main(argv: list[str] | None = None) -> dict:
     _, rss0 = server_sample()
     out["server_rss_idle_mb"] = rss0 / 2**20
 
-    ctx = mp.get_context("fork")
+    out["client_loop"] = build_fastscan(a.no_fastscan) or "events parsed in Python"
+    ctx = mp.get_context("fork")  # the workers inherit the loaded library
     workers = []
     for w in range(a.workers):
         pc, cc = ctx.Pipe()
