@@ -40,8 +40,20 @@ def fmt(x: Any, nd: int = 0) -> str:
     return f"{x:,.{nd}f}"
 
 
-def step_name(st: dict) -> str:
+def plain_step_name(st: dict) -> str:
+    """The step as given on the command line (the same for every server: chart axes)."""
     return f"{st['kind']}{st['val']}"
+
+
+def step_name(st: dict) -> str:
+    if st["kind"] == "h" and st.get("rate"):
+        return f"h{st['val']} (r{st['rate']})"
+    return f"{st['kind']}{st['val']}"
+
+
+def half_saturation(res: dict) -> dict | None:
+    """The h50 step: open loop at half the best rate measured before it."""
+    return next((s for s in res.get("steps", []) if s.get("kind") == "h" and s.get("val") == 50), None)
 
 
 def complete(st: dict) -> bool:
@@ -55,7 +67,7 @@ def efficiency(st: dict) -> float:
 
 def peak(res: dict) -> dict | None:
     """The step with the most delivered events/s among the complete ones (else any)."""
-    steps = [s for s in res.get("steps", []) if s.get("kind") != "c"]
+    steps = [s for s in res.get("steps", []) if s.get("kind") not in ("c", "h")]
     good = [s for s in steps if complete(s)] or steps
     return max(good, key=lambda s: s.get("events_per_s", 0)) if good else None
 
@@ -94,8 +106,8 @@ def chart_steps(entry: dict, path: str, metric_a: str, label_a: str, title: str)
     names: list[str] = []
     for k in kinds:
         for st in res[k].get("steps", []):
-            if step_name(st) not in names:
-                names.append(step_name(st))
+            if plain_step_name(st) not in names:
+                names.append(plain_step_name(st))
     if not names:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -103,14 +115,15 @@ def chart_steps(entry: dict, path: str, metric_a: str, label_a: str, title: str)
     for ax, metric, ylabel, logy in ((axes[0], metric_a, label_a, False),
                                     (axes[1], "p99_ms", "p99 latency (ms, log)", True)):
         for i, k in enumerate(kinds):
-            vals = {step_name(s): s.get(metric, float("nan")) for s in res[k].get("steps", [])}
+            vals = {plain_step_name(s): s.get(metric, float("nan")) for s in res[k].get("steps", [])}
             xs = [j + (i - (len(kinds) - 1) / 2) * width for j in range(len(names))]
             ys = [vals.get(n, float("nan")) for n in names]
             ax.bar(xs, [0 if (y is None or y != y) else y for y in ys], width, label=LABEL.get(k, k),
                    color=COLOR.get(k))
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names)
-        ax.set_xlabel("step (rN: N publishes/s open loop, wN: N in flight, cN: N concurrent short-lived publishers)",
+        ax.set_xlabel("step (rN: N publishes/s open loop, wN: N in flight, hN: open loop at N% of saturation, "
+                      "cN: N concurrent short-lived publishers)",
                       fontsize=7)
         ax.set_ylabel(ylabel)
         if logy:
@@ -216,6 +229,11 @@ def idle_table(entry: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- targets
+#: Short server names for the targets table.
+SERVER_SHORT = {"oro": "oro-sync v1", "twisted": "bare Twisted", "autobahn": "bare Autobahn",
+                "crossbar": "Crossbar v2"}
+
+
 def targets(run: dict) -> list[str]:
     rows = ["| target (issue 5) | measured (this run) | status |", "|---|---|---|"]
     e = scenario(run, "fanout1000")
@@ -277,6 +295,14 @@ def targets(run: dict) -> list[str]:
             cb = (f"Crossbar v2 peak {fmt(c['events_per_s'])} events/s; indicative only, oro-sync **v1** on the "
                   f"same load: **{o['events_per_s'] / c['events_per_s']:.1f}×** "
                   f"({efficiency(o) / efficiency(c):.1f}× per server CPU-s)")
+    half = []
+    if e:
+        for kind, h in ((k, half_saturation(v)) for k, v in by_server(e).items()):
+            if h:
+                half.append(f"{SERVER_SHORT.get(kind, kind)} {fmt(h['p99_ms'], 1)} ms "
+                            f"(at {fmt(h['events_per_s'])} events/s)")
+    if half:
+        cb = (cb + "; " if cb else "") + "p99 at half saturation (h50): " + ", ".join(half)
     rows.append("| WAMP v2: ≥ 10× Crossbar's deliveries/s at 1,000 subscribers; p99 < 20 ms at half saturation "
                 f"| {cb or '–'} | pending: oro-sync does not speak WAMP v2 yet |")
     return rows
@@ -381,7 +407,9 @@ def write_report(run: dict, out_md: str, chart_dir: str, json_rel: str) -> None:
           "Each event is one publish `[7, topic, [ts_ns, seq, step, pad]]` (oro-sync) or the same-sized raw "
           "message (peers), delivered to every subscriber; latency is publish → receipt on the same clock, "
           "sampled on ~100 connections. Open-loop steps `rN` publish N/s for the step's duration (a ladder "
-          "that stops once the server falls behind); `wN` is closed loop with N publishes in flight.", ""]
+          "that stops once the server falls behind); `wN` is closed loop with N publishes in flight; `h50` "
+          "publishes open loop at half the best rate of the steps before it (the rate in brackets): the "
+          "latency at half saturation.", ""]
     for name in ("fanout100", "fanout1000", "fanout10000"):
         e = scenario(run, name)
         if not e:

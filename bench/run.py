@@ -133,7 +133,8 @@ def standard_scenarios(quick: bool) -> list[Scenario]:
     if quick:
         return [
             Scenario("fanout100", "100 subscribers, one topic", all3, 100, steps="r500,r2000,w200", duration=1.0),
-            Scenario("fanout1000", "1,000 subscribers, one topic", all3, 1000, steps="r50,r200,w20", duration=1.0),
+            Scenario("fanout1000", "1,000 subscribers, one topic", all3, 1000, steps="r50,r200,w20,h50",
+                     duration=1.0),
             Scenario("topics", "100 topics × 10 subscribers", ["oro"], 1000, topics=100,
                      steps="r2000,w200", duration=1.0),
             Scenario("churn", "short-lived publisher connections (10 subscribers)", all3, 10, steps="c8",
@@ -146,7 +147,7 @@ def standard_scenarios(quick: bool) -> list[Scenario]:
         Scenario("fanout100", "100 subscribers, one topic", all3, 100,
                  steps="r250,r500,r1000,r2000,r4000,w200"),
         Scenario("fanout1000", "1,000 subscribers, one topic", all3 + cb, 1000,
-                 steps="r25,r50,r100,r200,r400,w20"),
+                 steps="r25,r50,r100,r200,r400,w20,h50"),
         Scenario("fanout10000", "10,000 subscribers, one topic", all3, 10000,
                  steps="r3,r5,r10,r20,r40,w3", extra=["--probes", "3"]),
         Scenario("topics", "1,000 topics × 10 subscribers", ["oro"], 10000, topics=1000,

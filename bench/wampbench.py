@@ -34,6 +34,8 @@ RAW mode:   subscribers just open the WebSocket (no subprotocol). The publisher 
 Steps (--steps): comma list of  rNNN  (open-loop NNN publishes/s for --duration s)
                              or  wNN   (closed-loop: at most NN publishes in flight, i.e. not yet
                                         received by a sentinel subscriber in the publisher process)
+                             or  hNN   (open loop at NN% of the best delivered events/s of the
+                                        steps before it: "latency at half saturation" is h50)
                              or  cNN   (short-lived publishers: NN concurrent loops of
                                         connect, handshake, WELCOME, one PUBLISH, close;
                                         reports connections/s; the way Oro's backend publishes).
@@ -835,7 +837,7 @@ def main(argv: list[str] | None = None) -> dict:
         s = s.strip()
         if not s or a.idle_steps:
             continue
-        assert s[0] in "rwc", s
+        assert s[0] in "rwch", s
         steps.append((s[0], int(s[1:])))
     idle_steps = [int(x) for x in a.idle_steps.split(",") if x.strip()]
     if idle_steps:
@@ -952,6 +954,8 @@ def main(argv: list[str] | None = None) -> dict:
                f"{'p50ms':>8} {'p99ms':>8} {'maxms':>8} {'srvCPU%':>7} {'cliCPU%':>7} {'srvRSSmax':>9} "
                f"{'idle_ms':>7} {'steal%':>6}")
         saturated = False
+        peak_evs = 0.0  # the best delivered events/s of the steps so far (for hNN)
+        fanout = ok / len(names)  # deliveries per publish
         for si, (kind, val) in enumerate(steps):
             if time.time() > deadline:
                 print("deadline reached; stopping")
@@ -970,7 +974,17 @@ def main(argv: list[str] | None = None) -> dict:
             cc0 = child_cpu()
             m0 = cpu_times()
             w0 = time.time()
-            pc.send(("step", si, kind, val, a.duration))
+            extra_h: dict[str, Any] = {}
+            if kind == "h":  # open loop at val% of the saturation seen so far
+                if not peak_evs:
+                    print(f"  .. step h{val} skipped (no earlier step to take the saturation from)", flush=True)
+                    continue
+                rate = max(1, round(peak_evs * val / 100 / max(fanout, 1)))
+                extra_h = dict(of_peak_events_per_s=peak_evs, rate=rate)
+                print(f"  .. step h{val}: {val}% of {peak_evs:,.0f} events/s = {rate} publishes/s", flush=True)
+                pc.send(("step", si, "r", rate, a.duration))
+            else:
+                pc.send(("step", si, kind, val, a.duration))
             rss_max = 0
             # sample RSS while publishing
             while not pc.poll(0.2):
@@ -1009,6 +1023,10 @@ def main(argv: list[str] | None = None) -> dict:
                     break
                 time.sleep(0.05)
             drain_s = time.time() - tpub_end
+            if kind != "c" and tot:
+                # a first estimate (the report recomputes it from the arrival times)
+                took = max((pt1 - pt0) / 1e9, time.monotonic() - pt0 / 1e9 - 0.05)
+                peak_evs = max(peak_evs, tot / took)
             if a.stop_when_saturated and kind == "r" and drain_s > a.saturated_lag:
                 saturated = True
             c1, _ = server_sample()
@@ -1022,7 +1040,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      steal_pct=100 * (m1[2] - m0[2]) / dt_j, drain_s=drain_s,
                                      pub_errors=perr, expected=expected, server_cpu_s=c1 - c0,
                                      client_cpu_s=cc1 - cc0, wall_s=w1 - w0, server_rss_max_mb=rss_max / 2**20,
-                                     step_index=si, **extra))
+                                     step_index=si, **extra, **extra_h))
             st = out["steps"][-1]
             print(f"  .. step {kind}{val} done: sent {sent}, drained {tot}/{expected} {drain_s:.1f}s after, "
                   f"probe idle latency p50 {st['idle_lat_ms']:.2f} ms (quiescent after {probe_s:.2f}s)"
