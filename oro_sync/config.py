@@ -20,7 +20,8 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "etc", "oro-sync.yml")
 DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0:backlog=4096"
 
 _TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits"}
-_SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout"}
+_SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout", "wamp2",
+                "wamp2_realms"}
 
 
 class ConfigError(Exception):
@@ -33,6 +34,10 @@ class ServerSettings:
     strict_subprotocol: bool = False
     max_message_size: int = 1024 * 1024
     shutdown_timeout: float = 3.0
+    #: Serve WAMP v2 (wamp.2.json) beside WAMP v1 on the same port.
+    wamp2: bool = True
+    #: Realms WAMP v2 clients may join (empty: any).
+    wamp2_realms: list = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +100,10 @@ def parse_config(data: Any, path: str = "") -> Config:
                                  "server.max_message_size")
     s.shutdown_timeout = float(_expect(server.get("shutdown_timeout", s.shutdown_timeout), (int, float),
                                        "server.shutdown_timeout"))
+    s.wamp2 = _expect(server.get("wamp2", s.wamp2), bool, "server.wamp2")
+    s.wamp2_realms = _expect(server.get("wamp2_realms", s.wamp2_realms) or [], list, "server.wamp2_realms")
+    if not all(isinstance(r, str) and r for r in s.wamp2_realms):
+        raise ConfigError("server.wamp2_realms must be a list of realm names")
 
     cfg.parameters = dict(_expect(data.get("parameters") or {}, dict, "'parameters'"))
     routing = data.get("routing") or []

@@ -25,7 +25,8 @@ class IPubSubPolicy(Interface):
 
     Called by a protocol front end with URIs already resolved (CURIEs
     expanded).  WAMP v1 has no acknowledgements: a refused action is simply
-    not performed.
+    not performed; WAMP v2 reads a refused SUBSCRIBE from the session's
+    ``subscriptions`` and a refused PUBLISH from the return value.
     """
 
     def subscribe(session: ISession, topic_uri: str) -> None:
@@ -34,9 +35,11 @@ class IPubSubPolicy(Interface):
     def unsubscribe(session: ISession, topic_uri: str) -> None:
         """The client asked to unsubscribe."""
 
-    def publish(session: ISession, topic_uri: str, message) -> None:
+    def publish(session: ISession, topic_uri: str, message) -> bool:
         """The client published; ``message`` is a parsed
-        :class:`~oro_sync.wamp1.messages.Publish` (topic already resolved)."""
+        :class:`~oro_sync.wamp1.messages.Publish` (topic already resolved;
+        a WAMP v2 publish arrives in that form too).  Returns False when the
+        publish was refused (WAMP v2 tells an acknowledging publisher)."""
 
     def session_closed(session: ISession) -> None:
         """The client went away: leave every topic."""

@@ -90,18 +90,18 @@ class OroPubSub:
         if self.hub.topics.unsubscribe(session, topic_uri) is not None and self.observer is not None:
             self.observer.onClientUnsubscribed(session, topic_uri)
 
-    def publish(self, session: Any, topic_uri: str, message: Any) -> None:
+    def publish(self, session: Any, topic_uri: str, message: Any) -> bool:
         request = self.router.match(topic_uri)
         if request is None:
             self.log.info("{session} published to unrouted topic {topic}: dropped",
                           session=session.session_id, topic=clip(topic_uri))
-            return
+            return False
         if self.may_publish is not None and not self.may_publish(session, request):
             identity = getattr(session, "identity", None)
             self.log.warn("{user} ({session}) may not publish to {topic}: dropped",
                           user=getattr(identity, "username", "?"), session=session.session_id,
                           topic=topic_uri)
-            return
+            return False
         # The publisher need not be subscribed; a topic nobody is in still
         # reaches other nodes through the broker.
         topic = self.hub.topics.get(topic_uri) or Topic(topic_uri, self.hub.broker)
@@ -110,6 +110,7 @@ class OroPubSub:
         for handler in self.handlers_for(request):
             self._call(handler, "onPublish", topic, topic_uri, message.event,
                        session, topic, request, message.event, exclude, eligible)
+        return True
 
     def session_closed(self, session: Any) -> None:
         for uri in list(session.subscriptions):

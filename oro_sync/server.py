@@ -118,6 +118,8 @@ def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -
         limits=limits,
         originPolicy=build_origin_policy(config.origins),
         authenticator=authenticator,
+        wamp2=config.server.wamp2,
+        wamp2Realms=config.server.wamp2_realms or None,
         reactor=reactor,
     )
     factory.pubsub = OroPubSub(hub, router, handlers, may_publish=may_publish, observer=factory)

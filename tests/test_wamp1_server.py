@@ -212,7 +212,10 @@ class HandshakeTests(ServerTestCase):
         factory = self.make_factory()
         client = yield self.connect(factory)
         self.assertEqual(client.subprotocol, "wamp")
-        other = yield self.connect(factory, protocols=["wamp.2.json", "wamp"])
+        # A v1-only server answers "wamp" to a client that prefers v2 (with
+        # v2 on, the client's first choice wins: see test_wamp2).
+        v1_only = self.make_factory(wamp2=False)
+        other = yield self.connect(v1_only, protocols=["wamp.2.json", "wamp"])
         self.assertEqual(other.subprotocol, "wamp")
 
     @defer.inlineCallbacks

@@ -18,6 +18,7 @@ from oro_sync.logs import Logger
 
 from oro_sync import SERVER_IDENT
 from oro_sync.core.hub import Hub
+from oro_sync.wamp2.session import SUBPROTOCOL as WAMP2, Wamp2Router
 from oro_sync.wamp1.protocol import WampServerProtocol
 from oro_sync.wamp1.pubsub import PUBLISH, SUBSCRIBE, AutobahnPubSub, PubSubRegistry
 from oro_sync.wamp1.rpc import RpcRegistry
@@ -63,6 +64,8 @@ class WampServerFactory(WebSocketServerFactory):
     :param strictSubprotocol: refuse (HTTP 400) clients that do not offer
         ``wamp``; by default they are served anyway, as GosWebSocketBundle did.
     :param maxMessageSize: the largest client message in bytes (0 = no limit).
+    :param wamp2: also serve WAMP v2 clients (subprotocol ``wamp.2.json``).
+    :param wamp2Realms: the realms v2 clients may join (default: any).
     """
 
     protocol = WampServerProtocol
@@ -76,8 +79,11 @@ class WampServerFactory(WebSocketServerFactory):
                  limits: Limits | None = None,
                  originPolicy: Any = None,
                  authenticator: Any = None,
+                 wamp2: bool = True,
+                 wamp2Realms: Any = None,
                  reactor: Any = None, **kwargs: Any):
-        super().__init__(url, protocols=["wamp"], server=serverIdent, reactor=reactor, **kwargs)
+        super().__init__(url, protocols=["wamp", WAMP2] if wamp2 else ["wamp"], server=serverIdent,
+                         reactor=reactor, **kwargs)
         if reactor is None:
             from twisted.internet import reactor
         #: The clock used for rate limits (a task.Clock in tests).
@@ -97,6 +103,10 @@ class WampServerFactory(WebSocketServerFactory):
         self._accept_paused = False
         self.hub = hub if hub is not None else Hub(max_subscriptions=self.limits.max_subscriptions,
                                                   clock=reactor)
+        #: WebSocket subprotocols served, in the server's order of listing.
+        self.subprotocols: tuple[str, ...] = ("wamp", WAMP2) if wamp2 else ("wamp",)
+        #: What the WAMP v2 sessions of this factory share (ids, the EVENT encoder).
+        self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None)
         self.rpc = RpcRegistry()
         self.pubsub_registry = PubSubRegistry()
         #: What SUBSCRIBE / UNSUBSCRIBE / PUBLISH do (an IPubSubPolicy).

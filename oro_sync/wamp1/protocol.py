@@ -21,11 +21,13 @@ from zope.interface import implementer
 from oro_sync.auth.origins import fix_schemeless_origin
 from oro_sync.core.frames import text_frame
 from oro_sync.core.outbox import PeerQueue, batches
+from oro_sync.core.payload import Payload
 from oro_sync.core.session import ISession, new_session_id
 from oro_sync.identity import Identity
 from oro_sync.logs import Logger
 from oro_sync.wamp1 import messages as m
 from oro_sync.wamp1.rpc import RpcRegistry, error_triple
+from oro_sync.wamp2.session import SUBPROTOCOL as WAMP2, Wamp2Session, new_id
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 #: Longest prefix + URI of one PREFIX (256 of them per connection).
@@ -71,6 +73,8 @@ def buffered_bytes(transport: Any) -> int:
 
 def encode_event(topic: Any, event: Any) -> bytes:
     """The WAMP v1 EVENT frame for ``event`` on ``topic`` (one per delivery)."""
+    if type(event) is Payload:  # from a WAMP v2 publisher
+        event = event.v1_value()
     return text_frame(m.event(topic.uri, event))
 
 
@@ -148,7 +152,6 @@ class WampServerProtocol(WebSocketServerProtocol):
         self.factory.handshakeStarted()
         self.prefixes: dict[str, str] = {}
         self.subscriptions: set[str] = set()
-        self.session_id = new_session_id()
         factory = self.factory
         refusal = factory.connectionRefusal(self._peer_host)
         if refusal is not None:
@@ -159,13 +162,18 @@ class WampServerProtocol(WebSocketServerProtocol):
             if refusal is not None:
                 self._log.warn("refusing {peer}: {why}", peer=self.peer, why=refusal)
                 raise ConnectionDeny(ConnectionDeny.FORBIDDEN, refusal)
-        if "wamp" in request.protocols:
-            protocol = "wamp"
-        elif factory.strictSubprotocol:
+        # The client's first choice among those we speak (its order is its preference).
+        protocol = next((p for p in request.protocols if p in factory.subprotocols), None)
+        if protocol is None and factory.strictSubprotocol:
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
-                                 'this server speaks WAMP v1: offer the WebSocket subprotocol "wamp"')
+                                 "this server speaks WAMP v1 and v2: offer the WebSocket subprotocol "
+                                 + " or ".join(f'"{p}"' for p in factory.subprotocols))
+        if protocol == WAMP2:
+            self._wamp2 = Wamp2Session(self, factory.wamp2)
+            self.encoder = factory.wamp2.encoder
+            self.session_id = str(new_id())  # v2 session ids are integers
         else:
-            protocol = None
+            self.session_id = new_session_id()
         if factory.authenticator is None:
             return protocol
         d = maybeDeferred(factory.authenticator.authenticate, request, self.session_id)
@@ -192,16 +200,55 @@ class WampServerProtocol(WebSocketServerProtocol):
         self._last_refill = self.factory.clock.seconds()
         if limits.max_output_buffer:
             self.transport.registerProducer(self, True)
-        self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
+        if self._wamp2 is None:
+            self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
+        else:  # a v2 session opens with the client's HELLO
+            self._hello_timer = self.factory.clock.callLater(
+                limits.handshake_timeout or 10.0, self._no_hello)
+        self._fast_path = self._make_fast_path()
+        self._forget_handshake()
+        if self._wamp2 is None:
+            self._open_session()
+
+    def _make_fast_path(self) -> Any:
         if batches(self.transport):  # the fan-out fast path
             self._queue = self.factory.hub.outbox.queue_for(self.transport)
-            self.send_frame = self._queue.send
-        else:
-            self.send_frame = self.transport.write
-        self._forget_handshake()
+            return self._queue.send
+        return self.transport.write
+
+    def _open_session(self) -> None:
+        self.send_frame = self._fast_path
+        del self._fast_path
         self._session_open = True
         self.factory.sessionOpened(self)
         self.onSessionOpen()
+
+    # -- WAMP v2 (oro_sync.wamp2.session drives these) ---------------------------
+
+    #: The connection's WAMP v2 session, when it negotiated wamp.2.json.
+    _wamp2: Wamp2Session | None = None
+    _hello_timer: Any = None
+
+    def wamp2Opened(self) -> None:
+        """HELLO was answered with WELCOME: the session joins the hub."""
+        self._cancel_hello_timer()
+        self._open_session()
+
+    def sendWampText(self, text: str) -> None:
+        if self.state == _OPEN:
+            self.sendMessage(text.encode("utf-8"))
+
+    def _no_hello(self) -> None:
+        self._hello_timer = None
+        if self.state == _OPEN and not self._session_open:
+            self._log.info("{peer} sent no HELLO: closing", peer=self.peer)
+            self.close(1000, "no HELLO")
+
+    def _cancel_hello_timer(self) -> None:
+        if self._hello_timer is not None:
+            if self._hello_timer.active():
+                self._hello_timer.cancel()
+            self._hello_timer = None
 
     #: Handshake leftovers Autobahn keeps for the connection's lifetime; an
     #: idle connection is cheaper without them (class-level None stays).
@@ -292,6 +339,15 @@ class WampServerProtocol(WebSocketServerProtocol):
     # -- incoming messages ----------------------------------------------------
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._wamp2 is not None:
+            if self.state == _OPEN:
+                try:
+                    self._wamp2.on_message(payload, isBinary)
+                except Exception:
+                    self._log.failure("{session}: failed to handle a WAMP v2 message",
+                                      session=self.session_id)
+                    self.close(1011, "internal error")
+            return
         if not self._session_open:
             return  # we sent a close frame (Autobahn still delivers messages while CLOSING)
         if isBinary:
@@ -412,6 +468,7 @@ class WampServerProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         self._cancel_paused_check()
+        self._cancel_hello_timer()
         self._leave()
 
     def _leave(self) -> None:

@@ -154,10 +154,10 @@ class AutobahnPubSub:
         if self.hub.topics.unsubscribe(session, topic_uri) is not None and self.observer is not None:
             self.observer.onClientUnsubscribed(session, topic_uri)
 
-    def publish(self, session: Any, topic_uri: str, message: Any) -> None:
+    def publish(self, session: Any, topic_uri: str, message: Any) -> bool:
         reg = self._lookup(session, topic_uri, PUBLISH)
         if reg is None:
-            return
+            return False
         event = message.event
         if reg.pub_handler is not None:
             prefix, suffix = _split(reg, topic_uri)
@@ -165,12 +165,13 @@ class AutobahnPubSub:
                 event = reg.pub_handler(prefix, suffix, event)
             except Exception:
                 self.log.failure("publication handler failed for {topic}", topic=topic_uri)
-                return
+                return False
             if event is None:
-                return
+                return False
         exclude, eligible = autobahn_receivers(session.session_id, message.exclude_me,
                                                message.exclude, message.eligible)
         self.hub.broker.publish(topic_uri, event, exclude, eligible)
+        return True
 
     def session_closed(self, session: Any) -> None:
         for uri in list(session.subscriptions):

@@ -1,0 +1,354 @@
+"""WAMP v2 on the WAMP v1 port: Autobahn|Python v2 clients, v1 clients beside
+them, and raw messages for what a real client would never send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import PublishOptions
+from twisted.internet import defer, task
+from twisted.trial import unittest
+
+from oro_sync.core.payload import Payload, from_v2, to_v2
+from tests.support import wamp2
+from tests.support.client import connect
+from tests.support.oro_server import start_oro_server
+from tests.test_wamp1_server import PING, TOPIC, ServerTestCase
+
+OTHER = "http://oro-sync.test/unregistered"
+
+
+class PayloadMappingTests(unittest.TestCase):
+    def test_single_argument_is_the_event(self) -> None:
+        self.assertEqual(from_v2(["x"], None), "x")
+        self.assertEqual(from_v2([{"a": 1}], {}), {"a": 1})
+        self.assertEqual(to_v2("x"), (["x"], None))
+
+    def test_other_shapes_round_trip(self) -> None:
+        for args, kwargs, v1 in (([1, 2], None, [1, 2]), (None, {"k": 1}, {"k": 1}),
+                                 ([1], {"k": 1}, {"args": [1], "kwargs": {"k": 1}}),
+                                 ([], None, None), (None, None, None)):
+            event = from_v2(args, kwargs)
+            self.assertIsInstance(event, Payload)
+            self.assertEqual(to_v2(event), (args or [], kwargs or None))
+            self.assertEqual(event.v1_value(), v1)
+
+
+class Wamp2Tests(ServerTestCase):
+    """The WAMP v1 reference policy (AutobahnPubSub): TOPIC is registered."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory = self.make_factory()
+
+    def join(self, **kwargs: Any) -> defer.Deferred:
+        return wamp2.join(self, self.factory.port, **kwargs)
+
+    @defer.inlineCallbacks
+    def test_join_gets_a_session_in_the_hub(self) -> Any:
+        s = yield self.join(realm="any.realm")
+        d = s.welcome_details
+        self.assertEqual(d.realm, "any.realm")
+        self.assertTrue(d.authid.startswith("anonymous-"))
+        self.assertEqual(d.authrole, "anonymous")
+        self.assertIn("broker", d.router_roles if hasattr(d, "router_roles") else {"broker": 1})
+        self.assertIn(str(d.session), self.factory.hub.sessions)
+        self.assertEqual(self.factory.hub.sessions[str(d.session)].session_id, str(d.session))
+
+    @defer.inlineCallbacks
+    def test_publish_subscribe_with_acknowledgement(self) -> Any:
+        sub = yield self.join()
+        pub = yield self.join()
+        queue, _ = yield wamp2.events(sub, TOPIC)
+        publication = yield pub.publish(TOPIC, "hello", 42, options=PublishOptions(acknowledge=True))
+        args, kwargs, details = yield queue.next()
+        self.assertEqual((args, kwargs), (["hello", 42], {}))
+        self.assertEqual(details.publication, publication.id)
+
+    @defer.inlineCallbacks
+    def test_publisher_is_excluded_unless_it_asks(self) -> Any:
+        s = yield self.join()
+        queue, _ = yield wamp2.events(s, TOPIC)
+        yield s.publish(TOPIC, "not me", options=PublishOptions(acknowledge=True))
+        yield s.publish(TOPIC, "me too", options=PublishOptions(acknowledge=True, exclude_me=False))
+        args, _, _ = yield queue.next()
+        self.assertEqual(args, ["me too"])
+
+    @defer.inlineCallbacks
+    def test_eligible_and_exclude_name_v2_sessions(self) -> Any:
+        a, b, c = yield defer.gatherResults([self.join() for _ in range(3)])
+        queues = []
+        for s in (a, b, c):
+            q, _ = yield wamp2.events(s, TOPIC)
+            queues.append(q)
+        pub = yield self.join()
+        ack = PublishOptions(acknowledge=True, eligible=[a.session_id])
+        yield pub.publish(TOPIC, "only a", options=ack)
+        yield pub.publish(TOPIC, "not a", options=PublishOptions(acknowledge=True, exclude=[a.session_id]))
+        self.assertEqual((yield queues[0].next())[0], ["only a"])
+        for q in queues[1:]:
+            self.assertEqual((yield q.next())[0], ["not a"])
+        yield pub.publish(TOPIC, "end", options=PublishOptions(acknowledge=True))
+        self.assertEqual((yield queues[0].next())[0], ["end"])  # a never got "not a"
+
+    @defer.inlineCallbacks
+    def test_v1_and_v2_clients_share_topics(self) -> Any:
+        v1 = yield self.connect(self.factory)
+        yield self.subscribed(TOPIC, v1)
+        v2 = yield self.join()
+        other_v2 = yield self.join()
+        queue, _ = yield wamp2.events(v2, TOPIC)
+        other_queue, _ = yield wamp2.events(other_v2, TOPIC)
+        v1.publish(TOPIC, {"from": "v1"})  # excludeMe by default (Autobahn profile)
+        for q in (queue, other_queue):
+            self.assertEqual((yield q.next())[:2], ([{"from": "v1"}], {}))
+        yield v2.publish(TOPIC, "one value", options=PublishOptions(acknowledge=True))
+        yield self.assertNext(v1, [8, TOPIC, "one value"])
+        self.assertEqual((yield other_queue.next())[:2], (["one value"], {}))
+        yield v2.publish(TOPIC, 1, 2, k="v", options=PublishOptions(acknowledge=True))
+        yield self.assertNext(v1, [8, TOPIC, {"args": [1, 2], "kwargs": {"k": "v"}}])
+        self.assertEqual((yield other_queue.next())[:2], ([1, 2], {"k": "v"}))
+
+    @defer.inlineCallbacks
+    def test_subscribers_of_a_topic_share_one_subscription_id(self) -> Any:
+        a = yield self.join()
+        b = yield self.join()
+        _, sa = yield wamp2.events(a, TOPIC)
+        _, sb = yield wamp2.events(b, TOPIC)
+        self.assertEqual(sa.id, sb.id)
+
+    @defer.inlineCallbacks
+    def test_unsubscribe_stops_events(self) -> Any:
+        s = yield self.join()
+        pub = yield self.join()
+        queue, subscription = yield wamp2.events(s, TOPIC)
+        yield subscription.unsubscribe()
+        self.assertNotIn(TOPIC, self.factory.hub.topics.topics)
+        yield pub.publish(TOPIC, "after", options=PublishOptions(acknowledge=True))
+        yield s.call(PING)  # everything before it was delivered
+        self.assertEqual(queue.items, [])
+
+    @defer.inlineCallbacks
+    def test_refusals_are_errors(self) -> Any:
+        s = yield self.join()
+        e = yield self.assertFailure(s.subscribe(lambda *a: None, OTHER), ApplicationError)
+        self.assertEqual(e.error, "wamp.error.not_authorized")
+        self.assertEqual(self.factory.hub.topics.topics, {})
+        e = yield self.assertFailure(s.publish(OTHER, 1, options=PublishOptions(acknowledge=True)),
+                                     ApplicationError)
+        self.assertEqual(e.error, "wamp.error.not_authorized")
+        self.assertTrue(s.is_attached())
+
+    @defer.inlineCallbacks
+    def test_calls_reach_server_procedures_only(self) -> Any:
+        s = yield self.join()
+        self.assertEqual((yield s.call(PING)), "pong")
+        e = yield self.assertFailure(s.call("no.such.proc"), ApplicationError)
+        self.assertEqual(e.error, "wamp.error.no_such_procedure")
+        e = yield self.assertFailure(s.register(lambda: 1, "my.proc"), ApplicationError)
+        self.assertEqual(e.error, "wamp.error.not_authorized")
+
+    @defer.inlineCallbacks
+    def test_goodbye_leaves_every_topic(self) -> Any:
+        s = yield self.join()
+        yield wamp2.events(s, TOPIC)
+        sid = str(s.session_id)
+        self.assertIn(sid, self.factory.hub.sessions)
+        yield s.leave()
+        yield s.gone
+        self.assertEqual(s.leave_details.reason, "wamp.close.goodbye_and_out")
+        self.assertNotIn(sid, self.factory.hub.sessions)
+        self.assertEqual(self.factory.hub.topics.topics, {})
+
+    @defer.inlineCallbacks
+    def test_autobahn_default_serializers(self) -> Any:
+        # A client offering every serializer it has still gets JSON.
+        s = yield self.join(serializers="default")
+        offered = s._transport.factory.protocols
+        self.assertGreater(len(offered), 1, offered)
+        self.assertEqual(s._transport.websocket_protocol_in_use, "wamp.2.json")
+        self.assertEqual((yield s.call(PING)), "pong")
+
+    @defer.inlineCallbacks
+    def test_client_order_picks_the_protocol(self) -> Any:
+        c = yield connect(self.factory.port, protocols=["wamp.2.json", "wamp"], wait_welcome=False)
+        self.clients.append(c)
+        self.assertEqual(c.subprotocol, "wamp.2.json")
+        c = yield connect(self.factory.port, protocols=["wamp", "wamp.2.json"])
+        self.clients.append(c)
+        self.assertEqual(c.subprotocol, "wamp")
+        self.assertEqual(c.welcome[0], 0)  # a v1 WELCOME
+
+
+class Wamp2RawTests(ServerTestCase):
+    """What an Autobahn client would never send."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory = self.make_factory()
+
+    @defer.inlineCallbacks
+    def raw(self, hello: bool = True) -> Any:
+        c = yield connect(self.factory.port, protocols=["wamp.2.json"], wait_welcome=False)
+        self.clients.append(c)
+        if hello:
+            c.send([1, "realm1", {"roles": {"subscriber": {}, "publisher": {}}}])
+            welcome = yield c.next_message()
+            self.assertEqual(welcome[0], 2)
+            c.session = welcome[1]
+        return c
+
+    @defer.inlineCallbacks
+    def assertAborted(self, c: Any, code: int = 1002) -> Any:
+        msg = yield c.next_message()
+        self.assertEqual((msg[0], msg[2]), (3, "wamp.error.protocol_violation"))
+        _, close_code, _ = yield c.closed
+        self.assertEqual(close_code, code)
+
+    @defer.inlineCallbacks
+    def test_messages_before_hello_abort(self) -> Any:
+        c = yield self.raw(hello=False)
+        c.send([32, 1, {}, TOPIC])
+        yield self.assertAborted(c)
+
+    @defer.inlineCallbacks
+    def test_hello_without_roles_aborts(self) -> Any:
+        c = yield self.raw(hello=False)
+        c.send([1, "realm1", {}])
+        yield self.assertAborted(c)
+
+    @defer.inlineCallbacks
+    def test_bad_input_aborts(self) -> Any:
+        for bad in (b"not json", b"[]", b'{"a": 1}', b'[16, 1, {}, "t", "not a list"][', b"[999]",
+                    b'[36, 1, 2, {}]', b"[1e400]", b'[6, {}, "x"'):
+            c = yield self.raw()
+            c.send(bad)
+            yield self.assertAborted(c)
+
+    @defer.inlineCallbacks
+    def test_binary_message_aborts(self) -> Any:
+        c = yield self.raw()
+        c.send(b"\x93\x01", isBinary=True)
+        yield self.assertAborted(c, 1003)
+
+    @defer.inlineCallbacks
+    def test_bad_request_gets_an_error_and_the_session_goes_on(self) -> Any:
+        c = yield self.raw()
+        c.send([32, 7, {}, "bad..uri"])
+        self.assertEqual((yield c.next_message())[:5], [8, 32, 7, {}, "wamp.error.invalid_uri"])
+        c.send([32, 8, {"match": "prefix"}, TOPIC])
+        self.assertEqual((yield c.next_message())[:5], [8, 32, 8, {}, "wamp.error.invalid_argument"])
+        c.send([16, 9, {"exclude": ["not an id"]}, TOPIC, []])
+        self.assertEqual((yield c.next_message())[:5], [8, 16, 9, {}, "wamp.error.invalid_argument"])
+        c.send([34, 10, 12345])
+        self.assertEqual((yield c.next_message())[:5], [8, 34, 10, {}, "wamp.error.no_such_subscription"])
+        c.send([48, 11, {}, PING, []])
+        self.assertEqual((yield c.next_message()), [50, 11, {}, ["pong"]])
+
+    @defer.inlineCallbacks
+    def test_unknown_realm_is_refused_when_realms_are_set(self) -> Any:
+        self.factory.wamp2.realms = frozenset({"oro"})
+        c = yield self.raw(hello=False)
+        c.send([1, "elsewhere", {"roles": {"subscriber": {}}}])
+        msg = yield c.next_message()
+        self.assertEqual((msg[0], msg[2]), (3, "wamp.error.no_such_realm"))
+        yield c.closed
+
+    @defer.inlineCallbacks
+    def test_no_hello_is_dropped_after_the_handshake_timeout(self) -> Any:
+        clock = task.Clock()
+        self.factory.clock = clock
+        c = yield self.raw(hello=False)
+        yield self.sync_server()
+        clock.advance(self.factory.limits.handshake_timeout + 1)
+        _, code, _ = yield c.closed
+        self.assertEqual(code, 1000)
+
+    def sync_server(self) -> defer.Deferred:
+        """Let the server finish opening the connection (its timer is armed in onOpen)."""
+        from twisted.internet import reactor
+        return task.deferLater(reactor, 0.05, lambda: None)
+
+
+class OroWamp2Tests(unittest.TestCase):
+    """v2 clients against the shipped Oro configuration: tickets, routes, handlers."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.server = start_oro_server(self)
+
+    def join(self, user: str = "") -> defer.Deferred:
+        return wamp2.join(self, self.server.number, realm="oro", path=self.server.path(user))
+
+    @defer.inlineCallbacks
+    def backend(self) -> Any:
+        c = yield connect(self.server.number, path=self.server.path())
+        self.addCleanup(c.abort)
+        return c
+
+    @defer.inlineCallbacks
+    def test_user_ticket_and_backend_publish(self) -> Any:
+        admin = yield self.join("admin")
+        self.assertEqual(admin.welcome_details.authid, "admin")
+        self.assertEqual(admin.welcome_details.authrole, "user")
+        queue, _ = yield wamp2.events(admin, "oro/maintenance")
+        backend = yield self.backend()
+        backend.publish("oro/maintenance", {"isOn": True, "userId": None}, [], [])
+        args, _, _ = yield queue.next()
+        self.assertEqual(args, [{"isOn": True, "userId": None}])
+
+    @defer.inlineCallbacks
+    def test_secured_topic_refuses_other_users(self) -> Any:
+        jane = yield self.join("jane")
+        e = yield self.assertFailure(wamp2.events(jane, "oro/reminder_remind/1"), ApplicationError)
+        self.assertEqual(e.error, "wamp.error.not_authorized")
+        admin = yield self.join("admin")
+        yield wamp2.events(admin, "oro/reminder_remind/1")
+        self.assertEqual(list(self.server.topics()["oro/reminder_remind/1"].subscribers),
+                         [str(admin.session_id)])
+
+    @defer.inlineCallbacks
+    def test_users_may_not_publish(self) -> Any:
+        admin = yield self.join("admin")
+        e = yield self.assertFailure(
+            admin.publish("oro/maintenance", {"isOn": True}, options=PublishOptions(acknowledge=True)),
+            ApplicationError)
+        self.assertEqual(e.error, "wamp.error.not_authorized")
+
+    @defer.inlineCallbacks
+    def test_no_ticket_no_session(self) -> Any:
+        d = wamp2.join(self, self.server.number, realm="oro", path="/")  # refused with HTTP 403
+        yield self.assertFailure(d, ConnectionError)
+        self.assertEqual(self.server.factory.hub.sessions, {})
+
+
+
+class Wamp2ConfigTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_wamp2_can_be_switched_off(self) -> Any:
+        server = start_oro_server(self, lambda c: setattr(c.server, "wamp2", False))
+        c = yield connect(server.number, protocols=["wamp.2.json"], path=server.path())
+        self.addCleanup(c.abort)
+        self.assertIsNone(c.subprotocol)  # served as WAMP v1 (lenient), not as v2
+        self.assertEqual(c.welcome[0], 0)
+
+    @defer.inlineCallbacks
+    def test_realms_from_config(self) -> Any:
+        server = start_oro_server(self, lambda c: setattr(c.server, "wamp2_realms", ["oro"]))
+        s = yield wamp2.join(self, server.number, realm="oro", path=server.path("admin"))
+        self.assertEqual(s.welcome_details.realm, "oro")
+        yield self.assertFailure(wamp2.join(self, server.number, realm="other", path=server.path("admin")),
+                                 ConnectionError)
+
+    def test_bad_realms_setting(self) -> None:
+        from oro_sync.config import ConfigError, load_config
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("server:\n  wamp2_realms: oro\n")
+        with self.assertRaises(ConfigError):
+            load_config(path)
