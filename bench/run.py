@@ -44,6 +44,7 @@ PY = sys.executable
 #: server kind -> (label in the report, wampbench --proto)
 SERVERS: dict[str, tuple[str, str]] = {
     "oro": ("oro-sync WAMP v1", "wamp1"),
+    "oro2": ("oro-sync WAMP v2", "wamp"),  # the same server, spoken to in wamp.2.json
     "twisted": ("bare Twisted, pre-framed", "raw"),
     "autobahn": ("bare Autobahn broadcast", "raw"),
     "crossbar": ("Crossbar.io (WAMP v2)", "wamp"),
@@ -133,8 +134,8 @@ def standard_scenarios(quick: bool) -> list[Scenario]:
     if quick:
         return [
             Scenario("fanout100", "100 subscribers, one topic", all3, 100, steps="r500,r2000,w200", duration=1.0),
-            Scenario("fanout1000", "1,000 subscribers, one topic", all3, 1000, steps="r50,r200,w20,h50",
-                     duration=1.0),
+            Scenario("fanout1000", "1,000 subscribers, one topic", all3 + ["oro2"], 1000,
+                     steps="r50,r200,w20,h50", duration=1.0),
             Scenario("topics", "100 topics × 10 subscribers", ["oro"], 1000, topics=100,
                      steps="r2000,w200", duration=1.0),
             Scenario("churn", "short-lived publisher connections (10 subscribers)", all3, 10, steps="c8",
@@ -146,7 +147,7 @@ def standard_scenarios(quick: bool) -> list[Scenario]:
     return [
         Scenario("fanout100", "100 subscribers, one topic", all3, 100,
                  steps="r250,r500,r1000,r2000,r4000,w200"),
-        Scenario("fanout1000", "1,000 subscribers, one topic", all3 + cb, 1000,
+        Scenario("fanout1000", "1,000 subscribers, one topic", all3 + ["oro2"] + cb, 1000,
                  steps="r25,r50,r100,r200,r400,w20,h50"),
         Scenario("fanout10000", "10,000 subscribers, one topic", all3, 10000,
                  steps="r3,r5,r10,r20,r40,w3", extra=["--probes", "3"]),
@@ -257,7 +258,8 @@ def server(kind: str, logdir: str, extra: list[str] | None = None) -> Iterator[t
     if os.path.exists(port_file):
         os.unlink(port_file)
     log = open(os.path.join(logdir, f"server-{kind}.log"), "ab")
-    proc = subprocess.Popen([PY, os.path.join(HERE, "servers.py"), kind, "--port-file", port_file] + (extra or []),
+    program = "oro" if kind == "oro2" else kind  # v1 and v2 are one server
+    proc = subprocess.Popen([PY, os.path.join(HERE, "servers.py"), program, "--port-file", port_file] + (extra or []),
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                             preexec_fn=lambda: pin(SERVER_CPUS))
     try:
