@@ -132,6 +132,20 @@ class OroEndToEndTests(unittest.TestCase):
         self.assertEqual(user.seen, [[8, "oro/email_event/1/7", "mail"]])
 
     @defer.inlineCallbacks
+    def test_compression_offer_is_declined_not_fatal(self):
+        # Browsers (and node's `ws`) offer permessage-deflate by default: the
+        # server declines it and the session opens.  A regression: the accept
+        # hook, made a class attribute of the factory's protocol class to save
+        # memory, was called as a method and failed every such handshake.
+        from autobahn.websocket.compress import PerMessageDeflateOffer
+
+        c = yield connect(self.server.number, path=self.server.path("admin"),
+                          options={"perMessageCompressionOffers": [PerMessageDeflateOffer()]})
+        self.addCleanup(c.abort)
+        self.assertEqual(c.welcome[0], 0)
+        self.assertNotIn("sec-websocket-extensions", c.response_headers)
+
+    @defer.inlineCallbacks
     def test_secured_topic_allow_and_deny(self):
         admin = yield self.client("admin")
         jane = yield self.client("jane")

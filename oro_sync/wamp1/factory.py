@@ -9,6 +9,8 @@ topic layer swaps in its router-driven policy instead.
 
 from __future__ import annotations
 
+import types
+
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -54,6 +56,15 @@ class Limits:
     #: until half of them are done; keeps a reconnect storm from stalling
     #: delivery to the connected clients.
     max_pending_handshakes: int = 64
+
+
+def _as_class_attr(value: Any) -> Any:
+    """A protocol option as a class attribute that reads back unchanged.
+
+    A plain function (``perMessageCompressionAccept`` is a lambda) would
+    become a method there and get the protocol as an extra first argument.
+    """
+    return staticmethod(value) if isinstance(value, types.FunctionType) else value
 
 
 class WampServerFactory(WebSocketServerFactory):
@@ -142,7 +153,7 @@ class WampServerFactory(WebSocketServerFactory):
         base = getattr(self, "_protocol_base", None)
         if base is None:
             base = self._protocol_base = self.protocol
-        attrs = {name: getattr(self, name) for name in base.CONFIG_ATTRS if hasattr(self, name)}
+        attrs = {name: _as_class_attr(getattr(self, name)) for name in base.CONFIG_ATTRS if hasattr(self, name)}
         self.protocol = type(base.__name__, (base,), {"__module__": base.__module__, **attrs})
 
     # -- connection accounting ---------------------------------------------------

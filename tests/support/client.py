@@ -248,7 +248,7 @@ def connect(port: int, protocols: Iterable[str] | None = ("wamp",),
             headers: dict[str, str] | None = None, path: str = "/", *,
             host: str = "127.0.0.1", wait_welcome: bool = True,
             timeout: float = DEFAULT_TIMEOUT, reactor: Any = None,
-            tls: Any = None) -> defer.Deferred:
+            tls: Any = None, options: dict[str, Any] | None = None) -> defer.Deferred:
     """Open a WebSocket to ``ws://host:port/path`` offering ``protocols``.
 
     Fires with a :class:`WampTestClient` once open and, if ``wait_welcome``,
@@ -257,6 +257,7 @@ def connect(port: int, protocols: Iterable[str] | None = ("wamp",),
     closes first, or with :class:`MessageTimeout` after ``timeout`` seconds
     (the connection is then aborted, so nothing is left behind).  With
     ``tls`` (client TLS options) it connects over TLS (``wss://``).
+    ``options`` are Autobahn client protocol options.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -266,6 +267,8 @@ def connect(port: int, protocols: Iterable[str] | None = ("wamp",),
     factory = _Factory(client, f"{scheme}://{host}:{port}{path}",
                        protocols=list(protocols) if protocols else None,
                        headers=headers, reactor=reactor)
+    if options:  # Autobahn client protocol options, e.g. perMessageCompressionOffers
+        factory.setProtocolOptions(**options)
     if tls is not None:  # client TLS options, e.g. ssl.optionsForClientTLS(...)
         reactor.connectSSL(host, port, factory, tls, timeout=timeout)
     else:
