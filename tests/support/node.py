@@ -31,6 +31,8 @@ from twisted.trial.unittest import SkipTest
 #: tests/node: the driver script and its pinned npm dependencies.
 NODE_DIR = FilePath(__file__).parent().parent().child("node")
 DRIVER = NODE_DIR.child("driver.js")
+#: The WAMP v2 driver (Autobahn|JS); same line protocol.
+AUTOBAHN_V2 = NODE_DIR.child("autobahn_v2.js")
 
 #: Seconds any single wait may take; generous for a loaded CI machine yet far
 #: below the per-test timeout, so a lost message is reported precisely.
@@ -58,7 +60,7 @@ def find_node() -> str:
     if node is None:
         problem = "node is not on PATH (Node 20+ is needed for the end-to-end tests)"
     else:
-        for package in ("wamp1", "ws"):
+        for package in ("wamp1", "ws", "autobahn"):
             if not NODE_DIR.descendant(["node_modules", package, "package.json"]).exists():
                 problem = (f"npm package {package!r} is not installed in {NODE_DIR.path}: "
                            f"run `cd tests/node && npm ci`")
@@ -99,12 +101,16 @@ class NodeWampClient(ProcessProtocol):
 
     # -- spawning ---------------------------------------------------------------
 
+    #: The driver script this class speaks to.
+    script = DRIVER
+
     @classmethod
     def spawn(cls, reactor: Any, url: str, name: str, subprotocol: str = "wamp") -> "NodeWampClient":
-        """Start a driver connected to ``url`` (it connects at once)."""
+        """Start a driver connected to ``url`` (it connects at once); for
+        :class:`NodeWamp2Client` the last argument is the realm."""
         node = find_node()
         client = cls(name, reactor)
-        reactor.spawnProcess(client, node, [node, DRIVER.path, url, subprotocol],
+        reactor.spawnProcess(client, node, [node, cls.script.path, url, subprotocol],
                              env=dict(os.environ), path=NODE_DIR.path)
         return client
 
@@ -265,3 +271,35 @@ class NodeWampClient(ProcessProtocol):
 
 
 __all__ = ["DEFAULT_WAIT", "NodeClientGone", "NodeWampClient", "find_node"]
+
+
+class NodeWamp2Client(NodeWampClient):
+    """An Autobahn|JS WAMP v2 session (``autobahn_v2.js``), spawned with
+    ``NodeWamp2Client.spawn(reactor, url, name, realm)``."""
+
+    script = AUTOBAHN_V2
+
+    def subscribe(self, topic: str, timeout: float = DEFAULT_WAIT) -> Deferred:
+        """Fires with the ``subscribed`` (or ``error``) report."""
+        d = self.wait_for(lambda r: r["type"] in ("subscribed", "error") and r.get("topic", r.get("tag")) == topic,
+                          f"SUBSCRIBED for {topic}", timeout)
+        self.send({"op": "subscribe", "topic": topic})
+        return d
+
+    def publish_v2(self, topic: str, args: list, kwargs: dict | None = None,
+                   options: dict | None = None, timeout: float = DEFAULT_WAIT) -> Deferred | None:
+        """PUBLISH; with ``acknowledge`` in ``options`` fires with the
+        ``published`` or ``error`` report."""
+        tag = f"{self.name}-{next(self._tags)}"
+        d = None
+        if options and options.get("acknowledge"):
+            d = self.wait_for(lambda r: r.get("tag") == tag, f"PUBLISHED for {topic}", timeout)
+        self.send({"op": "publish", "tag": tag, "topic": topic, "args": args, "kwargs": kwargs or {},
+                   "options": options or {}})
+        return d
+
+    def call(self, uri: str, *args: Any, timeout: float = DEFAULT_WAIT) -> Deferred:
+        tag = f"{self.name}-{next(self._tags)}"
+        d = self.wait_for(lambda r: r.get("tag") == tag, f"the answer to CALL {uri}", timeout)
+        self.send({"op": "call", "tag": tag, "procedure": uri, "args": list(args)})
+        return d

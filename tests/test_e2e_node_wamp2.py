@@ -1,0 +1,93 @@
+"""Autobahn|JS (npm ``autobahn``, WAMP v2) against oro-sync, beside WAMP v1 peers.
+
+The client library runs unchanged in node, with its default serializers,
+over a real socket, against the shipped Oro configuration with tickets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from tests.support.client import connect
+from tests.support.node import NodeWamp2Client
+from tests.support.oro_server import start_oro_server
+
+
+class AutobahnJsTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.server = start_oro_server(self)
+
+    @defer.inlineCallbacks
+    def js(self, user: str = "admin", realm: str = "oro") -> Any:
+        url = f"ws://127.0.0.1:{self.server.number}{self.server.path(user)}"
+        client = NodeWamp2Client.spawn(reactor, url, f"js-{user or 'anon'}", realm)
+        self.addCleanup(client.close)
+        welcome = yield client.welcomed()
+        return client, welcome
+
+    @defer.inlineCallbacks
+    def v1(self, user: str = "") -> Any:
+        c = yield connect(self.server.number, path=self.server.path(user))
+        self.addCleanup(c.abort)
+        return c
+
+    @defer.inlineCallbacks
+    def test_join_with_a_user_ticket(self) -> Any:
+        js, welcome = yield self.js("admin")
+        self.assertEqual((welcome["realm"], welcome["authid"], welcome["authrole"]), ("oro", "admin", "user"))
+        self.assertIsInstance(welcome["sessionId"], int)
+        self.assertIn(str(welcome["sessionId"]), self.server.factory.hub.sessions)
+
+    @defer.inlineCallbacks
+    def test_backend_v1_publish_reaches_js_and_v1_browsers(self) -> Any:
+        js, _ = yield self.js("admin")
+        sub = yield js.subscribe("oro/maintenance")
+        self.assertEqual(sub["type"], "subscribed")
+        browser = yield self.v1("jane")
+        browser.subscribe("oro/maintenance")
+        yield round_trip(browser)  # its SUBSCRIBE is processed
+        backend = yield self.v1()
+        backend.publish("oro/maintenance", {"isOn": True, "userId": None}, [], [])
+        event = yield js.wait_for(lambda r: r["type"] == "event", "EVENT on oro/maintenance")
+        self.assertEqual(event["args"], [{"isOn": True, "userId": None}])
+        self.assertEqual(event["kwargs"], {})
+        msg = yield browser.next_message()
+        self.assertEqual(msg, [8, "oro/maintenance", {"isOn": True, "userId": None}])
+
+    @defer.inlineCallbacks
+    def test_secured_topic_and_publish_rules(self) -> Any:
+        js, _ = yield self.js("jane")
+        refused = yield js.subscribe("oro/reminder_remind/1")  # admin's reminders
+        self.assertEqual((refused["type"], refused["error"]), ("error", "wamp.error.not_authorized"))
+        answer = yield js.publish_v2("oro/maintenance", [{"isOn": True}], options={"acknowledge": True})
+        self.assertEqual((answer["type"], answer["error"]), ("error", "wamp.error.not_authorized"))
+
+    @defer.inlineCallbacks
+    def test_js_publish_reaches_v1_on_a_route_open_to_users(self) -> Any:
+        self.server.factory.router.get("oro_sync.data_update").publishers = "users"
+        browser = yield self.v1("jane")
+        browser.subscribe("oro/data/update")
+        yield round_trip(browser)
+        js, _ = yield self.js("admin")
+        yield js.subscribe("oro/data/update")
+        payload = [{"username": "admin", "tagname": "x"}]
+        published = yield js.publish_v2("oro/data/update", [payload], options={"acknowledge": True})
+        self.assertEqual(published["type"], "published")
+        msg = yield browser.next_message()
+        self.assertEqual(msg, [8, "oro/data/update", payload])
+        # exclude_me is the default: the publisher did not get its own event.
+        self.assertEqual(js.events(), [])
+
+
+@defer.inlineCallbacks
+def round_trip(c: Any) -> Any:
+    """CALL an unknown procedure and wait for its CALLERROR: everything the
+    v1 client sent before it has then been processed."""
+    call_id = c.call("urn:oro-sync-test:round-trip")
+    msg = yield c.next_message()
+    assert msg[:2] == [4, call_id], msg
