@@ -124,9 +124,7 @@ def chart_steps(entry: dict, path: str, metric_a: str, label_a: str, title: str)
                    color=COLOR.get(k))
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names)
-        ax.set_xlabel("step (rN: N publishes/s open loop, wN: N in flight, hN: open loop at N% of saturation, "
-                      "cN: N concurrent short-lived publishers)",
-                      fontsize=7)
+        ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         if logy:
             from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -137,7 +135,10 @@ def chart_steps(entry: dict, path: str, metric_a: str, label_a: str, title: str)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, "rN: N publishes/s open loop · wN: N publishes in flight (closed loop) · "
+             "hN: open loop at N% of the best rate before it · cN: N concurrent short-lived publishers",
+             ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
