@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`.  Both build
 # .venv from scratch on a fresh machine (Python deps from PyPI, the node
-# WAMP v1 client used by the end-to-end tests from npm).
+# WAMP clients used by the end-to-end tests from npm; `make test` also
+# installs Debian's chromium for the browser tests when it runs as root).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +10,7 @@ DEPS   := $(VENV)/.deps-installed
 NODE   := tests/node
 NODEOK := $(NODE)/node_modules/.installed
 
-.PHONY: run test install bench bench-crossbar clean
+.PHONY: run test install browser bench bench-crossbar clean
 
 $(DEPS): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,10 +27,21 @@ $(NODEOK): $(NODE)/package.json $(NODE)/package-lock.json
 	cd $(NODE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODEOK)
 
+# Headless Chromium for tests/test_browser.py.  Without root or apt the
+# browser tests skip (and fail under CI=true, where a skip would hide them).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } || \
+	    echo "note: could not install chromium: the browser tests cannot run"; \
+	  else echo "note: chromium is not installed: the browser tests cannot run"; fi; }
+
 run: install
 	$(VENV)/bin/twistd -n oro-sync --listen tcp:8080:interface=127.0.0.1:backlog=4096
 
-test: install $(NODEOK)
+test: install $(NODEOK) browser
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=/tmp/oro-sync-trial-$$$$ tests
 
 bench: install
