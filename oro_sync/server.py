@@ -107,7 +107,7 @@ def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -
     import os
     base = os.path.dirname(config.path) if config.path else os.getcwd()
     limits = build_limits(config.limits)
-    hub = hub if hub is not None else Hub(max_subscriptions=limits.max_subscriptions)
+    hub = hub if hub is not None else Hub(max_subscriptions=limits.max_subscriptions, clock=reactor)
     router = Router.from_files(config.routing)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
     authenticator, may_publish = build_authenticator(config.auth, base, reactor)

@@ -104,7 +104,9 @@ class SecuredTopic(BroadcastTopic):
         self.log.warn("{user} ({session}) may not subscribe to {topic}",
                       user=getattr(identity, "username", "?"), session=connection.session_id,
                       topic=topic.uri)
-        if self.denial_frame:
+        # Oro's raw text is for WAMP v1 clients; a WAMP v2 client gets an ERROR
+        # for its SUBSCRIBE instead (a non-JSON frame would break its session).
+        if self.denial_frame and getattr(connection, "wamp_version", 1) == 1:
             connection.send_frame(text_frame(f'You are not allowed to subscribe on topic "{topic.uri}".'))
 
 

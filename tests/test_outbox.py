@@ -255,3 +255,33 @@ class FactoryUsesOutboxTests(unittest.TestCase):
         clock = task.Clock()
         factory = WampServerFactory(None, reactor=clock)
         self.assertIs(factory.hub.outbox.clock, clock)
+
+
+class _SendSpy:
+    """Wraps a queue's socket and records (transport aborting?, bytes) per send()."""
+
+    def __init__(self, sock: Any, transport: Any, log: list):
+        self.sock, self.transport, self.log = sock, transport, log
+
+    def send(self, data: bytes) -> int:
+        self.log.append((self.transport._aborting, len(data)))
+        return self.sock.send(data)
+
+
+class AbortTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_nothing_is_sent_after_abort_connection(self) -> Any:
+        # Autobahn's auto-ping timeout drops with abortConnection(), after
+        # which Twisted writes nothing; the session is still subscribed until
+        # onClose, so the outbox must not send() its events either.
+        factory = self.make_factory()
+        c = yield self.connect(factory)
+        yield self.subscribed(TOPIC, c)
+        proto = factory.hub.sessions[c.session_id]
+        log: list = []
+        proto._queue._socket = _SendSpy(proto._queue._socket, proto.transport, log)
+        factory.hub.publish(TOPIC, "before")
+        proto.dropConnection(abort=True)
+        factory.hub.publish(TOPIC, "after")
+        yield proto.gone
+        self.assertEqual([aborting for aborting, _ in log if aborting], [])

@@ -11,6 +11,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from oro_sync.core.payload import Payload, from_v2, to_v2
+from oro_sync.wamp1.pubsub import AutobahnPubSub
 from tests.support import wamp2
 from tests.support.client import connect
 from tests.support.oro_server import start_oro_server
@@ -352,3 +353,91 @@ class Wamp2ConfigTests(unittest.TestCase):
             f.write("server:\n  wamp2_realms: oro\n")
         with self.assertRaises(ConfigError):
             load_config(path)
+
+
+class StateOnSubscribe(AutobahnPubSub):
+    """A policy whose subscribe delivers at once (like an Oro handler sending
+    the current state to a new subscriber); subscribers of REFUSED are let in
+    for that delivery and then removed again (a handler that refuses late)."""
+
+    REFUSED = TOPIC + ".refused"
+
+    def subscribe(self, session: Any, topic_uri: str) -> None:
+        if topic_uri == self.REFUSED:
+            topic = self.hub.topics.subscribe(session, topic_uri)
+            self.hub.broker.publish(topic_uri, "not for you", frozenset(), None)
+            self.hub.topics.forget(session, topic)
+            return
+        super().subscribe(session, topic_uri)
+        if topic_uri in session.subscriptions:
+            self.hub.broker.publish(topic_uri, "state", frozenset(), None)
+
+
+class HandlerDeliveryOrderTests(ServerTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory = self.make_factory()
+        self.factory.pubsub = StateOnSubscribe(self.factory.hub, self.factory.pubsub_registry,
+                                               observer=self.factory)
+
+    @defer.inlineCallbacks
+    def test_subscribed_precedes_the_events_it_announces(self) -> Any:
+        c = yield connect(self.factory.port, protocols=["wamp.2.json"], wait_welcome=False)
+        self.clients.append(c)
+        c.send([1, "realm1", {"roles": {"subscriber": {}}}])
+        self.assertEqual((yield c.next_message())[0], 2)
+        c.send([32, 1, {}, TOPIC])
+        subscribed = yield c.next_message()
+        event = yield c.next_message()
+        self.assertEqual(subscribed[:2], [33, 1])
+        self.assertEqual(event[:2], [36, subscribed[2]])
+        self.assertEqual(event[4], ["state"])
+
+    @defer.inlineCallbacks
+    def test_autobahn_client_gets_the_state(self) -> Any:
+        s = yield wamp2.join(self, self.factory.port)
+        queue, _ = yield wamp2.events(s, TOPIC)
+        self.assertEqual((yield queue.next())[0], ["state"])
+        self.assertTrue(s.is_attached())
+
+    @defer.inlineCallbacks
+    def test_refused_subscription_drops_its_events(self) -> Any:
+        c = yield connect(self.factory.port, protocols=["wamp.2.json"], wait_welcome=False)
+        self.clients.append(c)
+        c.send([1, "realm1", {"roles": {"subscriber": {}}}])
+        self.assertEqual((yield c.next_message())[0], 2)
+        c.send([32, 1, {}, StateOnSubscribe.REFUSED])
+        c.send([48, 2, {}, PING, []])
+        refusal = yield c.next_message()
+        self.assertEqual(refusal[:5], [8, 32, 1, {}, "wamp.error.not_authorized"])
+        self.assertEqual((yield c.next_message()), [50, 2, {}, ["pong"]])  # no EVENT in between
+
+
+class OroPolicyV2OptionsTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_empty_eligible_means_nobody(self) -> Any:
+        server = start_oro_server(self)
+        admin = yield wamp2.join(self, server.number, realm="oro", path=server.path("admin"))
+        queue, _ = yield wamp2.events(admin, "oro/maintenance")
+        backend = yield wamp2.join(self, server.number, realm="oro", path=server.path())
+        yield backend.publish("oro/maintenance", "nobody", options=PublishOptions(acknowledge=True, eligible=[]))
+        yield backend.publish("oro/maintenance", "everyone", options=PublishOptions(acknowledge=True))
+        self.assertEqual((yield queue.next())[0], ["everyone"])
+
+    @defer.inlineCallbacks
+    def test_denial_frame_goes_to_v1_clients_only(self) -> Any:
+        server = start_oro_server(
+            self, lambda c: c.parameters.__setitem__("oro_sync.security.denial_frame", True))
+        v2 = yield connect(server.number, protocols=["wamp.2.json"], wait_welcome=False, path=server.path("jane"))
+        self.addCleanup(v2.abort)
+        v2.send([1, "oro", {"roles": {"subscriber": {}}}])
+        self.assertEqual((yield v2.next_message())[0], 2)
+        v2.send([32, 1, {}, "oro/reminder_remind/1"])
+        self.assertEqual((yield v2.next_message())[:5], [8, 32, 1, {}, "wamp.error.not_authorized"])
+        v1 = yield connect(server.number, path=server.path("jane"))
+        self.addCleanup(v1.abort)
+        v1.subscribe("oro/reminder_remind/1")
+        self.assertEqual((yield v1.next_message()),
+                         b'You are not allowed to subscribe on topic "oro/reminder_remind/1".')

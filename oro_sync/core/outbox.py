@@ -86,8 +86,11 @@ class PeerQueue:
         frames.clear()
         transport = self.transport
         sock = self._socket
+        # After abortConnection() Twisted keeps ``connected`` until the next
+        # turn but writes nothing more: neither may we.
         if (sock is None or transport.dataBuffer or transport._tempDataBuffer
-                or not transport.connected or transport.disconnecting or transport.TLS):
+                or not transport.connected or transport.disconnecting or transport._aborting
+                or transport.TLS):
             transport.write(data)
             return
         try:

@@ -202,9 +202,8 @@ class WampServerProtocol(WebSocketServerProtocol):
             self.transport.registerProducer(self, True)
         if self._wamp2 is None:
             self.sendMessage(m.welcome(self.session_id, self.factory.serverIdent).encode("utf-8"))
-        else:  # a v2 session opens with the client's HELLO
-            self._hello_timer = self.factory.clock.callLater(
-                limits.handshake_timeout or 10.0, self._no_hello)
+        elif limits.handshake_timeout:  # a v2 session opens with the client's HELLO
+            self._hello_timer = self.factory.clock.callLater(limits.handshake_timeout, self._no_hello)
         self._fast_path = self._make_fast_path()
         self._forget_handshake()
         if self._wamp2 is None:
@@ -228,6 +227,11 @@ class WampServerProtocol(WebSocketServerProtocol):
     #: The connection's WAMP v2 session, when it negotiated wamp.2.json.
     _wamp2: Wamp2Session | None = None
     _hello_timer: Any = None
+
+    @property
+    def wamp_version(self) -> int:
+        """1 or 2: the WAMP version this connection speaks."""
+        return 1 if self._wamp2 is None else 2
 
     def wamp2Opened(self) -> None:
         """HELLO was answered with WELCOME: the session joins the hub."""

@@ -44,6 +44,25 @@ from oro_sync.wamp2 import messages as m
 SUBPROTOCOL = "wamp.2.json"
 
 
+#: A session id no session has (core ids are never empty): "deliver to nobody".
+NOBODY = ""
+
+_EVENT_PREFIX = b"[36,"
+
+
+def event_subscription(frame: bytes) -> int | None:
+    """The subscription id of a v2 EVENT frame (None for any other frame)."""
+    n = frame[1] & 0x7F if len(frame) > 1 else 0
+    start = 2 if n < 126 else 4 if n == 126 else 10
+    if frame[start:start + 4] != _EVENT_PREFIX:
+        return None
+    end = frame.find(b",", start + 4)
+    try:
+        return int(frame[start + 4:end])
+    except ValueError:
+        return None
+
+
 def new_id() -> int:
     """A random WAMP id in [1, 2^53] (session, publication, subscription ids)."""
     return secrets.randbelow(m.MAX_ID) + 1
@@ -169,15 +188,29 @@ class Wamp2Session:
 
     def subscribe(self, msg: m.Subscribe) -> None:
         conn = self.conn
+        # A handler's onSubscribe may already deliver events (the current
+        # state, say): they wait in this turn's queue, and SUBSCRIBED must
+        # reach the client before any EVENT of its subscription.
+        queue = conn._queue
+        mark = len(queue.frames) if queue is not None else 0
         if msg.topic not in conn.subscriptions:
             conn.factory.pubsub.subscribe(conn, msg.topic)
+        queued_meanwhile = queue is not None and len(queue.frames) > mark
         if msg.topic not in conn.subscriptions:
+            if queued_meanwhile:  # events for a subscription the client will never know
+                known = self.subscriptions
+                queue.frames[mark:] = [f for f in queue.frames[mark:]
+                                       if event_subscription(f) in known or event_subscription(f) is None]
             self.send(m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED,
                               [f"subscription to {msg.topic} refused"]))
             return
         sub = self.router.subscription_id(msg.topic)
         self.subscriptions[sub] = msg.topic
-        self.send(m.subscribed(msg.request_id, sub))
+        answer = m.subscribed(msg.request_id, sub)
+        if queued_meanwhile:
+            queue.frames.insert(mark, text_frame(answer))
+        else:
+            self.send(answer)
 
     def unsubscribe(self, msg: m.Unsubscribe) -> None:
         uri = self.subscriptions.pop(msg.subscription, None)
@@ -199,6 +232,11 @@ class Wamp2Session:
         if msg.exclude is not None:
             exclude = tuple(str(x) for x in msg.exclude) + ((me,) if msg.exclude_me else ())
         eligible = tuple(str(x) for x in msg.eligible) if msg.eligible is not None else None
+        if eligible == ():
+            # v2: an empty eligible list means nobody.  The Ratchet/Oro
+            # profile reads an empty list as everyone, so name a session id
+            # that no session has.
+            eligible = (NOBODY,)
         event = from_v2(msg.args, msg.kwargs)
         # The v1 PUBLISH form the policies read: exclude_me for the Autobahn
         # profile, flag_truthy for the Ratchet/Oro profile.
@@ -206,11 +244,11 @@ class Wamp2Session:
                              exclude=exclude, eligible=eligible)
         publication = new_id()
         router = self.router
-        router.publication = publication
+        outer, router.publication = router.publication, publication
         try:
             accepted = conn.factory.pubsub.publish(conn, msg.topic, request)
         finally:
-            router.publication = None
+            router.publication = outer
         if msg.acknowledge:
             if accepted is False:
                 self.send(m.error(m.PUBLISH, msg.request_id, m.ERROR_NOT_AUTHORIZED,
