@@ -58,6 +58,11 @@ class Limits:
     max_pending_handshakes: int = 64
 
 
+#: Seconds to wait for the peer's answer to our close frame before dropping
+#: TCP; it fires up to one second early (txaio's batched timers).
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
+
+
 def _as_class_attr(value: Any) -> Any:
     """A protocol option as a class attribute that reads back unchanged.
 
@@ -135,6 +140,12 @@ class WampServerFactory(WebSocketServerFactory):
                                 maxMessagePayloadSize=maxMessageSize,
                                 maxFramePayloadSize=maxMessageSize,
                                 openHandshakeTimeout=lim.handshake_timeout,
+                                # txaio's batched timers round ``now + delay``
+                                # down to a whole second, so Autobahn's 1 s
+                                # default could fire at once: a server-initiated
+                                # close then ended in an RST that took the close
+                                # frame (and the last events) with it.
+                                closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
                                 autoPingInterval=lim.auto_ping_interval,
                                 autoPingTimeout=lim.auto_ping_timeout)
 
