@@ -441,3 +441,70 @@ class OroPolicyV2OptionsTests(unittest.TestCase):
         v1.subscribe("oro/reminder_remind/1")
         self.assertEqual((yield v1.next_message()),
                          b'You are not allowed to subscribe on topic "oro/reminder_remind/1".')
+
+
+class Wamp2SessionFuzzTests(ServerTestCase):
+    """Random WAMP v2 messages after HELLO never cost more than the sender's
+    own session: no internal error (1011), nothing logged as a failure, and
+    the server keeps serving."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_random_messages(self) -> Any:
+        import random
+
+        factory = self.make_factory()
+        rng = random.Random(20261128)  # deterministic: the same messages every run
+        junk = [None, True, 0, -1, 1.5, 2 ** 53, 2 ** 53 + 1, "", "x", "a..b", [], [1], {}, {"k": []},
+                TOPIC, OTHER, PING, "wamp.error.x"]
+
+        def an_id() -> Any:
+            return rng.choice([rng.randrange(1, 1000), 0, -5, 2 ** 53, "7", None])
+
+        def shaped() -> list:
+            kind = rng.choice([1, 2, 3, 6, 8, 16, 16, 16, 32, 32, 34, 36, 48, 48, 64, 66, 70, 99])
+            if kind == 16:
+                options = {k: rng.choice([True, False, [an_id()], [], "x"])
+                           for k in rng.sample(["acknowledge", "exclude_me", "exclude", "eligible"], rng.randrange(4))}
+                return [16, an_id(), options, rng.choice([TOPIC, OTHER, "a..b", 5]), [rng.randrange(9)]]
+            if kind == 32:
+                return [32, an_id(), rng.choice([{}, {"match": "prefix"}, []]), rng.choice([TOPIC, OTHER, ""])]
+            if kind == 34:
+                return [34, an_id(), an_id()]
+            if kind == 48:
+                return [48, an_id(), {}, rng.choice([PING, "no.such", "#"]), rng.choice([[], [1], {}, None])]
+            return [kind] + [rng.choice(junk) for _ in range(rng.randrange(5))]
+
+        closes: list = []
+        answered = sessions = 0
+        for _ in range(300):
+            if not sessions or not c.is_open:
+                if sessions:
+                    closes.append((yield c.closed)[1])
+                c = yield connect(factory.port, protocols=["wamp.2.json"], wait_welcome=False)
+                self.clients.append(c)
+                c.send([1, "realm1", {"roles": {"subscriber": {}, "publisher": {}, "caller": {}}}])
+                self.assertEqual((yield c.next_message())[0], 2)
+                sessions += 1
+            c.send(shaped())
+            c.send([48, 424242, {}, PING, []])  # then a round trip: processed, or the session ended
+            while True:
+                try:
+                    msg = yield c.next_message(timeout=5)
+                except Exception:  # closed (ABORT for a protocol violation)
+                    break
+                if isinstance(msg, list) and msg[:2] == [50, 424242]:
+                    answered += 1
+                    break
+        # Both kinds happened: requests answered and sessions aborted.
+        self.assertGreater(answered, 50)
+        self.assertGreater(sessions, 10)
+        self.assertNotIn(1011, closes)  # no internal error
+        self.assertEqual(self.flushLoggedErrors(), [])
+        fresh = yield connect(factory.port, protocols=["wamp.2.json"], wait_welcome=False)
+        self.clients.append(fresh)
+        fresh.send([1, "realm1", {"roles": {"caller": {}}}])
+        self.assertEqual((yield fresh.next_message())[0], 2)
+        fresh.send([48, 1, {}, PING, []])
+        self.assertEqual((yield fresh.next_message()), [50, 1, {}, ["pong"]])
