@@ -508,3 +508,17 @@ class Wamp2SessionFuzzTests(ServerTestCase):
         self.assertEqual((yield fresh.next_message())[0], 2)
         fresh.send([48, 1, {}, PING, []])
         self.assertEqual((yield fresh.next_message()), [50, 1, {}, ["pong"]])
+
+
+class HardenedConfigTests(unittest.TestCase):
+    def test_hardened_example_builds_with_its_realm(self) -> None:
+        import os
+
+        from oro_sync.config import load_config
+        from oro_sync.server import build_factory
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "oro_sync", "etc", "oro-sync.hardened.yml")
+        factory = build_factory(load_config(path), task.Clock())
+        self.assertEqual(factory.wamp2.realms, frozenset({"oro"}))
+        self.assertIn("wamp.2.json", factory.subprotocols)
