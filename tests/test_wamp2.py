@@ -413,6 +413,62 @@ class HandlerDeliveryOrderTests(ServerTestCase):
         self.assertEqual((yield c.next_message()), [50, 2, {}, ["pong"]])  # no EVENT in between
 
 
+class StateDirectState(AutobahnPubSub):
+    """subscribe: an event, a direct write to the peer, another event."""
+
+    def subscribe(self, session: Any, topic_uri: str) -> None:
+        super().subscribe(session, topic_uri)
+        if topic_uri in session.subscriptions:
+            self.hub.broker.publish(topic_uri, "state1", frozenset(), None)
+            session.sendWampText('[8, 48, 999, {}, "x.direct.write"]')
+            self.hub.broker.publish(topic_uri, "state2", frozenset(), None)
+
+
+class HeldOutputTests(ServerTestCase):
+    """Everything a subscribe's handlers write waits behind SUBSCRIBED, in
+    order, whatever the transport."""
+
+    @defer.inlineCallbacks
+    def v2(self, port: int) -> Any:
+        c = yield connect(port, protocols=["wamp.2.json"], wait_welcome=False)
+        self.clients.append(c)
+        c.send([1, "realm1", {"roles": {"subscriber": {}, "caller": {}}}])
+        self.assertEqual((yield c.next_message())[0], 2)
+        return c
+
+    @defer.inlineCallbacks
+    def test_direct_writes_and_events_keep_their_order(self) -> Any:
+        factory = self.make_factory()
+        factory.pubsub = StateDirectState(factory.hub, factory.pubsub_registry, observer=factory)
+        c = yield self.v2(factory.port)
+        c.send([32, 1, {}, TOPIC])
+        got = []
+        for _ in range(4):
+            got.append((yield c.next_message()))
+        self.assertEqual([m[0] for m in got], [33, 36, 8, 36])
+        self.assertEqual((got[1][4], got[3][4]), (["state1"], ["state2"]))
+
+    @defer.inlineCallbacks
+    def test_transport_without_an_outbox_queue(self) -> Any:
+        # A wrapped transport (a PROXY-protocol endpoint, say) writes at once.
+        from twisted.internet import reactor
+        from twisted.protocols import policies
+
+        factory = self.make_factory()
+        factory.pubsub = StateOnSubscribe(factory.hub, factory.pubsub_registry, observer=factory)
+        port = reactor.listenTCP(0, policies.WrappingFactory(factory), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        c = yield self.v2(port.getHost().port)
+        self.assertIsNone(factory.connections[-1]._queue)
+        c.send([32, 1, {}, TOPIC])
+        self.assertEqual((yield c.next_message())[0], 33)
+        self.assertEqual((yield c.next_message())[4], ["state"])
+        c.send([32, 2, {}, StateOnSubscribe.REFUSED])
+        c.send([48, 3, {}, PING, []])
+        self.assertEqual((yield c.next_message())[:2], [8, 32])
+        self.assertEqual((yield c.next_message()), [50, 3, {}, ["pong"]])  # its event was dropped
+
+
 class OroPolicyV2OptionsTests(unittest.TestCase):
     timeout = 30
 

@@ -59,15 +59,21 @@ class PeerQueue:
     first frame of the turn, tells the outbox to flush this queue).
     """
 
-    __slots__ = ("transport", "frames", "outbox", "_socket")
+    __slots__ = ("transport", "frames", "outbox", "hold", "_socket")
 
     def __init__(self, outbox: "Outbox", transport: Any):
         self.outbox = outbox
         self.transport = transport
         self.frames: list[bytes] = []
+        #: While a list: frames are kept there, in order, and not queued (a
+        #: front end holds a session's output while it answers a request).
+        self.hold: list[bytes] | None = None
         self._socket = _direct_socket(transport)
 
     def send(self, data: bytes) -> None:
+        if self.hold is not None:
+            self.hold.append(data)
+            return
         frames = self.frames
         if not frames:
             self.outbox._pending(self)
@@ -86,11 +92,12 @@ class PeerQueue:
         frames.clear()
         transport = self.transport
         sock = self._socket
-        # After abortConnection() Twisted keeps ``connected`` until the next
-        # turn but writes nothing more: neither may we.
+        if sock is not None and transport._aborting:
+            # After abortConnection() Twisted keeps ``connected`` until the next
+            # turn but sends nothing more: drop the bytes rather than buffer them.
+            return
         if (sock is None or transport.dataBuffer or transport._tempDataBuffer
-                or not transport.connected or transport.disconnecting or transport._aborting
-                or transport.TLS):
+                or not transport.connected or transport.disconnecting or transport.TLS):
             transport.write(data)
             return
         try:

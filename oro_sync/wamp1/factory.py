@@ -59,8 +59,9 @@ class Limits:
 
 
 #: Seconds to wait for the peer's answer to our close frame before dropping
-#: TCP; it fires up to one second early (txaio's batched timers).
-CLOSE_HANDSHAKE_TIMEOUT = 5.0
+#: TCP; it fires up to one second early (txaio's batched timers), so 2-3 s,
+#: inside the default shutdown_timeout of 3 s.
+CLOSE_HANDSHAKE_TIMEOUT = 3.0
 
 
 def _as_class_attr(value: Any) -> Any:

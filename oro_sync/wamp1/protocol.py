@@ -213,7 +213,37 @@ class WampServerProtocol(WebSocketServerProtocol):
         if batches(self.transport):  # the fan-out fast path
             self._queue = self.factory.hub.outbox.queue_for(self.transport)
             return self._queue.send
-        return self.transport.write
+        return self._write_now
+
+    def _write_now(self, data: bytes) -> None:
+        """``send_frame`` for transports without an outbox queue."""
+        if self._hold is not None:
+            self._hold.append(data)
+        else:
+            self.transport.write(data)
+
+    # Output holding: while a front end answers a request whose handlers may
+    # already write (a v2 SUBSCRIBE), everything for this peer waits, in order.
+    _hold: list[bytes] | None = None
+
+    def holdOutput(self) -> list[bytes]:
+        """Keep every frame for this peer (events and other writes), in order,
+        until :meth:`releaseOutput`; returns the list they go to."""
+        self._hold = hold = []
+        if self._queue is not None:
+            self._queue.hold = hold
+        return hold
+
+    def releaseOutput(self, held: list[bytes]) -> None:
+        """Stop holding, then send ``held`` (the list, possibly filtered) in order."""
+        self._hold = None
+        if self._queue is not None:
+            self._queue.hold = None
+        for data in held:
+            if self._queue is not None:
+                self._queue.send(data)
+            else:
+                self.transport.write(data)
 
     def _open_session(self) -> None:
         self.send_frame = self._fast_path
@@ -277,6 +307,9 @@ class WampServerProtocol(WebSocketServerProtocol):
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every other write (WELCOME, RPC results, pings, the close frame)
         # goes after the events queued before it.
+        if self._hold is not None:
+            self._hold.append(data)
+            return
         queue = self._queue
         if queue is not None and queue.frames:
             queue.flush()

@@ -188,29 +188,28 @@ class Wamp2Session:
 
     def subscribe(self, msg: m.Subscribe) -> None:
         conn = self.conn
-        # A handler's onSubscribe may already deliver events (the current
-        # state, say): they wait in this turn's queue, and SUBSCRIBED must
-        # reach the client before any EVENT of its subscription.
-        queue = conn._queue
-        mark = len(queue.frames) if queue is not None else 0
-        if msg.topic not in conn.subscriptions:
-            conn.factory.pubsub.subscribe(conn, msg.topic)
-        queued_meanwhile = queue is not None and len(queue.frames) > mark
-        if msg.topic not in conn.subscriptions:
-            if queued_meanwhile:  # events for a subscription the client will never know
+        # A handler's onSubscribe may already write to this peer (the current
+        # state, say), and SUBSCRIBED must reach the client before any EVENT of
+        # its subscription: hold the peer's output while the handlers run.
+        held = conn.holdOutput()
+        try:
+            if msg.topic not in conn.subscriptions:
+                conn.factory.pubsub.subscribe(conn, msg.topic)
+        finally:
+            accepted = msg.topic in conn.subscriptions
+            if accepted:
+                sub = self.router.subscription_id(msg.topic)
+                self.subscriptions[sub] = msg.topic
+                answer = m.subscribed(msg.request_id, sub)
+            else:
+                # Events for a subscription the client will never know.
                 known = self.subscriptions
-                queue.frames[mark:] = [f for f in queue.frames[mark:]
-                                       if event_subscription(f) in known or event_subscription(f) is None]
-            self.send(m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED,
-                              [f"subscription to {msg.topic} refused"]))
-            return
-        sub = self.router.subscription_id(msg.topic)
-        self.subscriptions[sub] = msg.topic
-        answer = m.subscribed(msg.request_id, sub)
-        if queued_meanwhile:
-            queue.frames.insert(mark, text_frame(answer))
-        else:
+                held = [f for f in held if event_subscription(f) in known or event_subscription(f) is None]
+                answer = m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED,
+                                 [f"subscription to {msg.topic} refused"])
+            conn.releaseOutput([])
             self.send(answer)
+            conn.releaseOutput(held)
 
     def unsubscribe(self, msg: m.Unsubscribe) -> None:
         uri = self.subscriptions.pop(msg.subscription, None)
