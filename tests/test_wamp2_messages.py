@@ -111,3 +111,21 @@ class FuzzTests(unittest.TestCase):
     @given(st.binary(max_size=200))
     def test_arbitrary_bytes(self, raw: bytes) -> None:
         outcome(raw)
+
+
+class ImportOrderTests(unittest.TestCase):
+    def test_each_front_end_imports_first(self) -> None:
+        # The v1 factory imports the v2 session, which imports v1's pure
+        # modules: whichever a program imports first must work.
+        import os
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this tree, not an install
+        env = dict(os.environ, PYTHONPATH=root)
+        for module in ("oro_sync.wamp2.session", "oro_sync.wamp2.messages", "oro_sync.wamp1",
+                       "oro_sync.wamp1.factory", "oro_sync.server"):
+            done = subprocess.run([sys.executable, "-c", f"import {module}; assert {module}.__file__"
+                                   f".startswith({root!r}), {module}.__file__"],
+                                  capture_output=True, text=True, env=env, cwd=root)
+            self.assertEqual(done.returncode, 0, f"import {module}: {done.stderr[-500:]}")
