@@ -21,7 +21,7 @@ DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0:backlog=4096"
 
 _TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits"}
 _SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout", "wamp2",
-                "wamp2_realms"}
+                "wamp2_realms", "wamp2_registrations"}
 
 
 class ConfigError(Exception):
@@ -38,6 +38,8 @@ class ServerSettings:
     wamp2: bool = True
     #: Realms WAMP v2 clients may join (empty: any).
     wamp2_realms: list = field(default_factory=list)
+    #: Who may register procedures over WAMP v2: nobody, backends, users, everyone.
+    wamp2_registrations: str = "backends"
 
 
 @dataclass
@@ -104,6 +106,10 @@ def parse_config(data: Any, path: str = "") -> Config:
     s.wamp2_realms = _expect(server.get("wamp2_realms", s.wamp2_realms) or [], list, "server.wamp2_realms")
     if not all(isinstance(r, str) and r for r in s.wamp2_realms):
         raise ConfigError("server.wamp2_realms must be a list of realm names")
+    s.wamp2_registrations = _expect(server.get("wamp2_registrations", s.wamp2_registrations), str,
+                                    "server.wamp2_registrations")
+    if s.wamp2_registrations not in ("nobody", "backends", "users", "everyone"):
+        raise ConfigError("server.wamp2_registrations must be nobody, backends, users or everyone")
 
     cfg.parameters = dict(_expect(data.get("parameters") or {}, dict, "'parameters'"))
     routing = data.get("routing") or []

@@ -120,6 +120,7 @@ def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -
         authenticator=authenticator,
         wamp2=config.server.wamp2,
         wamp2Realms=config.server.wamp2_realms or None,
+        wamp2Registrations=config.server.wamp2_registrations,
         reactor=reactor,
     )
     factory.pubsub = OroPubSub(hub, router, handlers, may_publish=may_publish, observer=factory)

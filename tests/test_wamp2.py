@@ -142,11 +142,12 @@ class Wamp2Tests(ServerTestCase):
         self.assertTrue(s.is_attached())
 
     @defer.inlineCallbacks
-    def test_calls_reach_server_procedures_only(self) -> Any:
+    def test_calls_and_the_default_registration_rule(self) -> Any:
         s = yield self.join()
         self.assertEqual((yield s.call(PING)), "pong")
         e = yield self.assertFailure(s.call("no.such.proc"), ApplicationError)
         self.assertEqual(e.error, "wamp.error.no_such_procedure")
+        # By default only backends register (this client is anonymous).
         e = yield self.assertFailure(s.register(lambda: 1, "my.proc"), ApplicationError)
         self.assertEqual(e.error, "wamp.error.not_authorized")
 
@@ -577,4 +578,5 @@ class HardenedConfigTests(unittest.TestCase):
                             "oro_sync", "etc", "oro-sync.hardened.yml")
         factory = build_factory(load_config(path), task.Clock())
         self.assertEqual(factory.wamp2.realms, frozenset({"oro"}))
+        self.assertEqual(factory.wamp2.registration_rule, "nobody")
         self.assertIn("wamp.2.json", factory.subprotocols)

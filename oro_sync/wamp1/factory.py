@@ -83,6 +83,8 @@ class WampServerFactory(WebSocketServerFactory):
     :param maxMessageSize: the largest client message in bytes (0 = no limit).
     :param wamp2: also serve WAMP v2 clients (subprotocol ``wamp.2.json``).
     :param wamp2Realms: the realms v2 clients may join (default: any).
+    :param wamp2Registrations: who may register procedures over WAMP v2:
+        ``nobody``, ``backends`` (default), ``users`` or ``everyone``.
     """
 
     protocol = WampServerProtocol
@@ -98,6 +100,7 @@ class WampServerFactory(WebSocketServerFactory):
                  authenticator: Any = None,
                  wamp2: bool = True,
                  wamp2Realms: Any = None,
+                 wamp2Registrations: str = "backends",
                  reactor: Any = None, **kwargs: Any):
         super().__init__(url, protocols=["wamp", WAMP2] if wamp2 else ["wamp"], server=serverIdent,
                          reactor=reactor, **kwargs)
@@ -123,7 +126,8 @@ class WampServerFactory(WebSocketServerFactory):
         #: WebSocket subprotocols served, in the server's order of listing.
         self.subprotocols: tuple[str, ...] = ("wamp", WAMP2) if wamp2 else ("wamp",)
         #: What the WAMP v2 sessions of this factory share (ids, the EVENT encoder).
-        self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None)
+        self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None,
+                                 registrations=wamp2Registrations)
         self.rpc = RpcRegistry()
         self.pubsub_registry = PubSubRegistry()
         #: What SUBSCRIBE / UNSUBSCRIBE / PUBLISH do (an IPubSubPolicy).

@@ -511,6 +511,8 @@ class WampServerProtocol(WebSocketServerProtocol):
     def _leave(self) -> None:
         if self._session_open:
             self._session_open = False
+            if self._wamp2 is not None:
+                self._wamp2.closed()
             self.__dict__.pop("send_frame", None)  # back to the no-op method
             self.factory.sessionClosed(self)
 

@@ -19,7 +19,8 @@ What is v2's own:
   ``eligible`` options, and ``acknowledge`` gets PUBLISHED, or ERROR when the
   publish was refused;
 - CALL reaches the procedures registered on the server (the 0.8-style RPC
-  API); client registrations (REGISTER) are refused.
+  API) or a client's registration (:mod:`oro_sync.wamp2.dealer`; who may
+  register is the factory's ``wamp2Registrations`` rule).
 
 :class:`Wamp2Router` holds what all v2 sessions of a factory share: one
 subscription id per topic, so that every v2 subscriber of a topic gets the
@@ -39,6 +40,7 @@ from oro_sync.logs import Logger, clip
 from oro_sync.wamp1 import messages as m1
 from oro_sync.wamp1.rpc import error_triple
 from oro_sync.wamp2 import messages as m
+from oro_sync.wamp2.dealer import ERROR_PROCEDURE_EXISTS, REGISTRATION_RULES, Dealer, may_register
 
 #: The subprotocol of WAMP v2 with the JSON serializer.
 SUBPROTOCOL = "wamp.2.json"
@@ -71,10 +73,15 @@ def new_id() -> int:
 class Wamp2Router:
     """State shared by every WAMP v2 session of one factory."""
 
-    def __init__(self, hub: Any, realms: frozenset[str] | None = None):
+    def __init__(self, hub: Any, realms: frozenset[str] | None = None, registrations: str = "backends"):
+        if registrations not in REGISTRATION_RULES:
+            raise ValueError(f"registrations must be one of {', '.join(REGISTRATION_RULES)}")
         self.hub = hub
         #: Realms a client may join (None: any).
         self.realms = realms
+        #: Who may REGISTER procedures (see oro_sync.wamp2.dealer).
+        self.registration_rule = registrations
+        self.dealer = Dealer(new_id)
         self._subscription_ids: dict[str, int] = {}
         #: The publication id of the publish being delivered (None: a new id per event).
         self.publication: int | None = None
@@ -110,6 +117,9 @@ class Wamp2Session:
         self.realm = ""
         #: subscription id -> topic URI, for this session's UNSUBSCRIBE.
         self.subscriptions: dict[int, str] = {}
+        #: Registration ids this session holds, and its calls in flight (the dealer keeps both).
+        self.registrations: set[int] = set()
+        self.pending_calls = 0
 
     # -- incoming ---------------------------------------------------------------
 
@@ -147,19 +157,20 @@ class Wamp2Session:
         elif kind is m.Call:
             self.call(msg)
         elif kind is m.Register:
-            self.send(m.error(m.REGISTER, msg.request_id, m.ERROR_NOT_AUTHORIZED,
-                              ["this router does not accept registrations from clients"]))
+            self.register(msg)
         elif kind is m.Unregister:
-            self.send(m.error(m.UNREGISTER, msg.request_id, m.ERROR_NO_SUCH_REGISTRATION))
+            self.send(self.router.dealer.unregister(self, msg))
+        elif kind is m.Yield:
+            self.router.dealer.yielded(self, msg)
+        elif kind is m.Error:
+            self.router.dealer.failed(self, msg)
         elif kind is m.Goodbye:
             self.send(m.goodbye(m.CLOSE_GOODBYE_AND_OUT))
             self.conn.close(1000, "goodbye")
         elif kind is m.Abort:
             self.conn.close(1000, "aborted by the client")
-        elif kind is m.Hello:
+        else:  # HELLO
             self.abort("HELLO in an established session")
-        else:  # YIELD / ERROR: this router never sends INVOCATION
-            self.abort(f"{kind.__name__.upper()} for an INVOCATION that was never sent")
 
     def hello(self, msg: m.Hello) -> None:
         realms = self.router.realms
@@ -255,14 +266,32 @@ class Wamp2Session:
             else:
                 self.send(m.published(msg.request_id, publication))
 
-    def call(self, msg: m.Call) -> None:
+    def register(self, msg: m.Register) -> None:
         conn = self.conn
-        proc = conn.rpc_registry.lookup(msg.procedure) if conn.rpc_registry is not None else None
+        if not may_register(self.router.registration_rule, conn.identity):
+            self.send(m.error(m.REGISTER, msg.request_id, m.ERROR_NOT_AUTHORIZED,
+                              [f"{conn.identity.username} may not register procedures"]))
+        elif self._server_procedure(msg.procedure) is not None:
+            self.send(m.error(m.REGISTER, msg.request_id, ERROR_PROCEDURE_EXISTS,
+                              [f"{msg.procedure} is a procedure of the server"]))
+        else:
+            self.send(self.router.dealer.register(self, msg))
+
+    def closed(self) -> None:
+        """The session ended: its registrations and calls in flight go."""
+        self.router.dealer.session_closed(self)
+
+    def _server_procedure(self, uri: str) -> Any:
+        conn = self.conn
+        proc = conn.rpc_registry.lookup(uri) if conn.rpc_registry is not None else None
+        return proc if proc is not None else conn.factory.rpc.lookup(uri)
+
+    def call(self, msg: m.Call) -> None:
+        proc = self._server_procedure(msg.procedure)
         if proc is None:
-            proc = conn.factory.rpc.lookup(msg.procedure)
-        if proc is None:
-            self.send(m.error(m.CALL, msg.request_id, m.ERROR_NO_SUCH_PROCEDURE,
-                              [f"no procedure registered for {msg.procedure}"]))
+            if not self.router.dealer.call(self, msg):
+                self.send(m.error(m.CALL, msg.request_id, m.ERROR_NO_SUCH_PROCEDURE,
+                                  [f"no procedure registered for {msg.procedure}"]))
             return
         if msg.kwargs:
             self.send(m.error(m.CALL, msg.request_id, m.ERROR_INVALID_ARGUMENT,
