@@ -8,7 +8,8 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from oro_sync.wamp2.dealer import MAX_PENDING_CALLS
+from oro_sync.wamp2 import messages as m
+from oro_sync.wamp2.dealer import MAX_PENDING_CALLS, MAX_REGISTRATIONS, Dealer
 from oro_sync.wamp1.factory import WampServerFactory
 from tests.support import wamp2
 from tests.support.oro_server import start_oro_server
@@ -79,7 +80,7 @@ class DealerTests(ServerTestCase):
         self.assertEqual(e.error, "wamp.error.canceled")
         e = yield self.assertFailure(caller.call(PROC), ApplicationError)
         self.assertEqual(e.error, "wamp.error.no_such_procedure")
-        self.assertEqual(self.factory.wamp2.dealer.invocations, {})
+        self.assertEqual(self.factory.wamp2.dealer.in_flight, 0)
 
     @defer.inlineCallbacks
     def test_caller_leaving_drops_its_calls(self) -> Any:
@@ -89,10 +90,10 @@ class DealerTests(ServerTestCase):
         yield callee.register(lambda: answer, PROC)
         caller.call(PROC).addErrback(lambda f: None)
         yield caller.call(PING)
-        self.assertEqual(len(self.factory.wamp2.dealer.invocations), 1)
+        self.assertEqual(self.factory.wamp2.dealer.in_flight, 1)
         yield caller.leave()
         yield caller.gone
-        self.assertEqual(self.factory.wamp2.dealer.invocations, {})
+        self.assertEqual(self.factory.wamp2.dealer.in_flight, 0)
         answer.callback("late")  # the YIELD for a caller that left is ignored
         yield callee.call(PING)
         self.assertTrue(callee.is_attached())
@@ -106,8 +107,41 @@ class DealerTests(ServerTestCase):
         for _ in range(MAX_PENDING_CALLS):
             caller.call(PROC).addErrback(lambda f: None)
         e = yield self.assertFailure(caller.call(PROC), ApplicationError)
-        self.assertEqual(e.error, "wamp.error.canceled")
-        self.assertEqual(len(self.factory.wamp2.dealer.invocations), MAX_PENDING_CALLS)
+        self.assertEqual(e.error, "oro_sync.error.too_many_calls")
+        self.assertEqual(self.factory.wamp2.dealer.in_flight, MAX_PENDING_CALLS)
+
+    @defer.inlineCallbacks
+    def test_cancel_reaches_caller_and_callee(self) -> Any:
+        callee = yield self.join()
+        caller = yield self.join()
+        running: defer.Deferred = defer.Deferred()
+        interrupted: defer.Deferred = defer.Deferred()
+
+        def slow() -> defer.Deferred:
+            d: defer.Deferred = defer.Deferred(lambda _: interrupted.callback(None))
+            running.callback(None)
+            return d
+
+        yield callee.register(slow, PROC)
+        call = caller.call(PROC)
+        yield running
+        call.cancel()  # Autobahn sends CANCEL
+        yield self.assertFailure(call, defer.CancelledError, ApplicationError)
+        yield interrupted  # the callee got INTERRUPT and cancelled its work
+        yield caller.call(PING)
+        self.assertEqual(self.factory.wamp2.dealer.in_flight, 0)
+
+    @defer.inlineCallbacks
+    def test_registrations_are_bounded(self) -> Any:
+        callee = yield self.join()
+        e = yield self.assertFailure(callee.register(lambda: 1, "wamp.session.count"), ApplicationError)
+        self.assertEqual(e.error, "wamp.error.invalid_uri")
+        e = yield self.assertFailure(callee.register(lambda: 1, "x" * 600), ApplicationError)
+        self.assertEqual(e.error, "wamp.error.invalid_uri")
+        for i in range(MAX_REGISTRATIONS):
+            yield callee.register(lambda: 1, f"com.example.p{i}")
+        e = yield self.assertFailure(callee.register(lambda: 1, "com.example.one_more"), ApplicationError)
+        self.assertEqual(e.error, "oro_sync.error.too_many_registrations")
 
     def test_unknown_rule_is_refused(self) -> None:
         with self.assertRaises(ValueError):
@@ -127,5 +161,55 @@ class OroRegistrationRuleTests(unittest.TestCase):
         backend = yield wamp2.join(self, server.number, realm="oro", path=server.path())
         e = yield self.assertFailure(admin.register(lambda: "x", "com.example.user_proc"), ApplicationError)
         self.assertEqual(e.error, "wamp.error.not_authorized")
-        yield backend.register(lambda name: f"hello {name}", "com.example.greet")
-        self.assertEqual((yield admin.call("com.example.greet", "admin")), "hello admin")
+        from autobahn.wamp.types import RegisterOptions
+
+        # A backend callee learns who called.
+        yield backend.register(lambda name, details=None: f"hello {name} from {details.caller_authid}",
+                               "com.example.greet", options=RegisterOptions(details_arg="details"))
+        self.assertEqual((yield admin.call("com.example.greet", "you")), "hello you from admin")
+
+
+class _Conn:
+    def __init__(self, sid: str, backend: bool = False):
+        from oro_sync.identity import Identity
+        self.session_id = sid
+        self.identity = Identity.anonymous_for(sid, backend=backend)
+
+
+class _Session:
+    """A dealer-side session whose send() may close another session, as a
+    slow-consumer cutoff does in the middle of a write."""
+
+    def __init__(self, dealer: Dealer, sid: str):
+        self.dealer, self.conn = dealer, _Conn(sid)
+        self.registrations: set = set()
+        self.calls: dict = {}
+        self.invocations: dict = {}
+        self.sent: list = []
+        self.on_send: Any = None
+
+    def send(self, text: str) -> None:
+        self.sent.append(text)
+        if self.on_send is not None:
+            hook, self.on_send = self.on_send, None
+            hook()
+
+
+class DealerReentryTests(unittest.TestCase):
+    def test_a_cancel_that_closes_the_caller_does_not_break_the_callee_cleanup(self) -> None:
+        ids = iter(range(1, 1000))
+        dealer = Dealer(lambda: next(ids))
+        callee, caller, other = (_Session(dealer, str(n)) for n in (101, 102, 103))
+        dealer.register(callee, m.Register(1, {}, PROC))
+        for req in (1, 2):
+            self.assertTrue(dealer.call(caller, m.Call(req, {}, PROC, [], None)))
+        self.assertTrue(dealer.call(other, m.Call(1, {}, PROC, [], None)))
+        # The first "callee left" error pushes the caller over its output
+        # limit: it is closed (and cleaned up) in the middle of the loop.
+        caller.on_send = lambda: dealer.session_closed(caller)
+        dealer.session_closed(callee)
+        self.assertEqual(dealer.in_flight, 0)
+        self.assertEqual((caller.calls, other.calls, callee.invocations), ({}, {}, {}))
+        self.assertEqual(len(other.sent), 1)
+        self.assertIn('"wamp.error.canceled"', other.sent[0])
+        self.assertEqual(dealer.registrations, {})

@@ -512,7 +512,10 @@ class WampServerProtocol(WebSocketServerProtocol):
         if self._session_open:
             self._session_open = False
             if self._wamp2 is not None:
-                self._wamp2.closed()
+                try:
+                    self._wamp2.closed()
+                except Exception:  # the session must leave the hub whatever happens
+                    self._log.failure("{session}: WAMP v2 cleanup failed", session=self.session_id)
             self.__dict__.pop("send_frame", None)  # back to the no-op method
             self.factory.sessionClosed(self)
 

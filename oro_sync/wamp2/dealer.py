@@ -2,13 +2,21 @@
 
 The basic profile's dealer: one callee per procedure URI (``match: exact``,
 no shared registrations), CALL → INVOCATION → YIELD / ERROR → RESULT /
-ERROR.  Server procedures (the 0.8-style RPC API) take precedence: a client
-cannot register a URI the server already serves.  Who may register is the
-factory's ``wamp2Registrations`` rule (by default only backends, as only
-backends may publish to Oro's routed topics).  Bounded: each caller has at
-most :data:`MAX_PENDING_CALLS` calls in flight, and everything a session
-registered or awaited is cleaned up when it leaves (its callers get
-``wamp.error.canceled``).
+ERROR, and CANCEL → ERROR ``wamp.error.canceled`` to the caller and
+INTERRUPT to the callee.  Server procedures (the 0.8-style RPC API) take
+precedence: a client cannot register a URI the server serves, nor one under
+the reserved ``wamp.`` prefix.
+
+Who may register is the factory's ``wamp2Registrations`` rule (by default
+only backends, as only backends may publish to Oro's routed topics); any
+session may call.  A callee that is a backend learns who called (caller
+session id, authid and authrole in the INVOCATION details); other callees
+do not, so users cannot see each other.
+
+Bounded: a session holds at most :data:`MAX_REGISTRATIONS` registrations of
+URIs of at most :data:`MAX_URI_CHARS` characters and has at most
+:data:`MAX_PENDING_CALLS` calls in flight.  Calls in flight are indexed per
+caller and per callee, so a session that leaves costs only its own calls.
 """
 
 from __future__ import annotations
@@ -19,42 +27,70 @@ from oro_sync.wamp2 import messages as m
 
 #: Calls one session may have in flight to client callees.
 MAX_PENDING_CALLS = 256
+#: Registrations one session may hold, and the longest URI it may register.
+MAX_REGISTRATIONS = 100
+MAX_URI_CHARS = 512
 
 ERROR_PROCEDURE_EXISTS = "wamp.error.procedure_already_exists"
 ERROR_CANCELED = "wamp.error.canceled"
+ERROR_TOO_MANY_CALLS = "oro_sync.error.too_many_calls"
+ERROR_TOO_MANY_REGISTRATIONS = "oro_sync.error.too_many_registrations"
 
 #: ``wamp2Registrations`` values: who may REGISTER.
 REGISTRATION_RULES = ("nobody", "backends", "users", "everyone")
 
 
 def may_register(rule: str, identity: Any) -> bool:
+    backend = getattr(identity, "backend", False)
     if rule == "everyone":
         return True
     if rule == "users":
-        return not identity.anonymous or identity.backend
+        return not getattr(identity, "anonymous", True) or backend
     if rule == "backends":
-        return identity.backend
+        return backend
     return False
 
 
+class _Invocation:
+    __slots__ = ("id", "caller", "request_id", "callee")
+
+    def __init__(self, id: int, caller: Any, request_id: int, callee: Any):
+        self.id, self.caller, self.request_id, self.callee = id, caller, request_id, callee
+
+
 class Dealer:
-    """Registrations and calls in flight, shared by a factory's v2 sessions."""
+    """Registrations and calls in flight, shared by a factory's v2 sessions.
+
+    Sessions carry their own indexes: ``registrations`` (a set of ids),
+    ``calls`` (CALL request id -> invocation, as caller) and ``invocations``
+    (invocation id -> invocation, as callee).
+    """
 
     def __init__(self, new_id: Any):
         self._new_id = new_id
         #: procedure URI -> (registration id, callee session)
         self.registrations: dict[str, tuple[int, Any]] = {}
         self._uris: dict[int, str] = {}
-        #: invocation id -> (caller session, CALL request id, callee session)
-        self.invocations: dict[int, tuple[Any, int, Any]] = {}
+        #: Calls in flight, all sessions (for tests and metrics).
+        self.in_flight = 0
+
+    # -- callees ------------------------------------------------------------------
 
     def register(self, callee: Any, msg: m.Register) -> str:
-        if msg.procedure in self.registrations:
-            return m.error(m.REGISTER, msg.request_id, ERROR_PROCEDURE_EXISTS,
-                           [f"{msg.procedure} is already registered"])
+        uri = msg.procedure
+        if uri.startswith("wamp."):
+            return m.error(m.REGISTER, msg.request_id, m.ERROR_INVALID_URI, ["wamp.* URIs are reserved"])
+        if len(uri) > MAX_URI_CHARS:
+            return m.error(m.REGISTER, msg.request_id, m.ERROR_INVALID_URI,
+                           [f"at most {MAX_URI_CHARS} characters"])
+        if len(callee.registrations) >= MAX_REGISTRATIONS:
+            return m.error(m.REGISTER, msg.request_id, ERROR_TOO_MANY_REGISTRATIONS,
+                           [f"at most {MAX_REGISTRATIONS} registrations per session"])
+        if uri in self.registrations:
+            return m.error(m.REGISTER, msg.request_id, ERROR_PROCEDURE_EXISTS, [f"{uri} is already registered"])
         reg = self._new_id()
-        self.registrations[msg.procedure] = (reg, callee)
-        self._uris[reg] = msg.procedure
+        self.registrations[uri] = (reg, callee)
+        self._uris[reg] = uri
         callee.registrations.add(reg)
         return m.registered(msg.request_id, reg)
 
@@ -64,54 +100,69 @@ class Dealer:
         self._drop_registration(callee, msg.registration)
         return m.unregistered(msg.request_id)
 
+    def yielded(self, callee: Any, msg: m.Yield) -> None:
+        inv = self._finish(callee.invocations.get(msg.request_id))
+        if inv is not None:
+            inv.caller.send(m.result(inv.request_id, msg.args, msg.kwargs))
+
+    def failed(self, callee: Any, msg: m.Error) -> None:
+        inv = self._finish(callee.invocations.get(msg.request_id))
+        if inv is not None:
+            inv.caller.send(m.error(m.CALL, inv.request_id, msg.error, msg.args, msg.kwargs))
+
+    # -- callers ------------------------------------------------------------------
+
     def call(self, caller: Any, msg: m.Call) -> bool:
         """Route ``msg`` to its callee; False when no client registered it."""
         entry = self.registrations.get(msg.procedure)
         if entry is None:
             return False
         reg, callee = entry
-        if caller.pending_calls >= MAX_PENDING_CALLS:
-            caller.send(m.error(m.CALL, msg.request_id, ERROR_CANCELED,
-                                [f"at most {MAX_PENDING_CALLS} calls in flight per session"]))
+        if len(caller.calls) >= MAX_PENDING_CALLS or msg.request_id in caller.calls:
+            caller.send(m.error(m.CALL, msg.request_id, ERROR_TOO_MANY_CALLS,
+                                [f"at most {MAX_PENDING_CALLS} calls in flight per session, with distinct ids"]))
             return True
-        invocation = self._new_id()
-        self.invocations[invocation] = (caller, msg.request_id, callee)
-        caller.pending_calls += 1
-        callee.send(m.invocation(invocation, reg, msg.args, msg.kwargs))
+        inv = _Invocation(self._new_id(), caller, msg.request_id, callee)
+        caller.calls[msg.request_id] = inv
+        callee.invocations[inv.id] = inv
+        self.in_flight += 1
+        details = None
+        if getattr(callee.conn.identity, "backend", False):  # a trusted callee learns who called
+            identity = caller.conn.identity
+            details = {"caller": int(caller.conn.session_id), "caller_authid": identity.username,
+                       "caller_authrole": "anonymous" if identity.anonymous else "user"}
+        callee.send(m.invocation(inv.id, reg, msg.args, msg.kwargs, details))
         return True
 
-    def yielded(self, callee: Any, msg: m.Yield) -> None:
-        pending = self._take(callee, msg.request_id)
-        if pending is not None:
-            caller, request_id = pending
-            caller.send(m.result(request_id, msg.args, msg.kwargs))
+    def cancel(self, caller: Any, msg: m.Cancel) -> None:
+        inv = self._finish(caller.calls.get(msg.request_id))
+        if inv is not None:  # an unknown id: the answer already went out
+            inv.callee.send(m.interrupt(inv.id))
+            caller.send(m.error(m.CALL, inv.request_id, ERROR_CANCELED, ["canceled by the caller"]))
 
-    def failed(self, callee: Any, msg: m.Error) -> None:
-        pending = self._take(callee, msg.request_id)
-        if pending is not None:
-            caller, request_id = pending
-            caller.send(m.error(m.CALL, request_id, msg.error, msg.args, msg.kwargs))
+    # -- sessions leaving -----------------------------------------------------------
 
     def session_closed(self, session: Any) -> None:
         for reg in list(session.registrations):
             self._drop_registration(session, reg)
-        for invocation, (caller, request_id, callee) in list(self.invocations.items()):
-            if caller is session:
-                del self.invocations[invocation]  # a late YIELD is then ignored
-            elif callee is session:
-                del self.invocations[invocation]
-                caller.pending_calls -= 1
-                caller.send(m.error(m.CALL, request_id, ERROR_CANCELED, ["the callee left"]))
+        # Every entry is removed before anything is sent: a send may close
+        # another session and re-enter here.
+        for inv in list(session.calls.values()):
+            self._finish(inv)  # the callee's late YIELD is then ignored
+        canceled = [inv for inv in list(session.invocations.values()) if self._finish(inv) is not None]
+        for inv in canceled:
+            inv.caller.send(m.error(m.CALL, inv.request_id, ERROR_CANCELED, ["the callee left"]))
 
-    def _take(self, callee: Any, invocation: int) -> tuple[Any, int] | None:
-        # An unknown id is not a violation: the caller may have left meanwhile.
-        entry = self.invocations.get(invocation)
-        if entry is None or entry[2] is not callee:
+    # -- internals ----------------------------------------------------------------
+
+    def _finish(self, inv: _Invocation | None) -> _Invocation | None:
+        """Forget ``inv`` on both sides; None if it was already finished."""
+        if inv is None or inv.caller.calls.get(inv.request_id) is not inv:
             return None
-        del self.invocations[invocation]
-        caller, request_id, _ = entry
-        caller.pending_calls -= 1
-        return caller, request_id
+        del inv.caller.calls[inv.request_id]
+        inv.callee.invocations.pop(inv.id, None)
+        self.in_flight -= 1
+        return inv
 
     def _drop_registration(self, callee: Any, reg: int) -> None:
         callee.registrations.discard(reg)

@@ -32,12 +32,14 @@ UNSUBSCRIBE = 34
 UNSUBSCRIBED = 35
 EVENT = 36
 CALL = 48
+CANCEL = 49
 RESULT = 50
 REGISTER = 64
 REGISTERED = 65
 UNREGISTER = 66
 UNREGISTERED = 67
 INVOCATION = 68
+INTERRUPT = 69
 YIELD = 70
 
 #: Largest id a WAMP peer may use (2^53, exact in every JSON implementation).
@@ -58,7 +60,7 @@ CLOSE_GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
 CLOSE_SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
 
 _ROLES = ("publisher", "subscriber", "caller", "callee")
-_SERVER_TO_CLIENT = {WELCOME: "WELCOME", PUBLISHED: "PUBLISHED", SUBSCRIBED: "SUBSCRIBED",
+_SERVER_TO_CLIENT = {INTERRUPT: "INTERRUPT", WELCOME: "WELCOME", PUBLISHED: "PUBLISHED", SUBSCRIBED: "SUBSCRIBED",
                      UNSUBSCRIBED: "UNSUBSCRIBED", EVENT: "EVENT", RESULT: "RESULT",
                      REGISTERED: "REGISTERED", UNREGISTERED: "UNREGISTERED", INVOCATION: "INVOCATION"}
 
@@ -149,6 +151,12 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancel:
+    request_id: int
+    options: dict
+
+
+@dataclass(frozen=True, slots=True)
 class Register:
     request_id: int
     options: dict
@@ -169,7 +177,7 @@ class Yield:
     kwargs: dict | None = None
 
 
-Message = Union[Hello, Abort, Goodbye, Error, Publish, Subscribe, Unsubscribe, Call, Register,
+Message = Union[Hello, Abort, Goodbye, Error, Publish, Subscribe, Unsubscribe, Call, Cancel, Register,
                 Unregister, Yield]
 
 
@@ -305,6 +313,11 @@ def parse_message(payload: bytes | str) -> Message:
         procedure = r.uri(3, "procedure")
         args, kwargs = r.payload(4)
         return Call(req, options, procedure, args, kwargs)
+    if kind == CANCEL:
+        r = _Reader(msg, "CANCEL", kind)
+        r.length(3, 3)
+        req = r.id(1, "CALL request id")
+        return Cancel(req, r.dict(2, "Options"))
     if kind == REGISTER:
         r = _Reader(msg, "REGISTER", kind)
         r.length(4, 4)
@@ -414,6 +427,11 @@ def unregistered(request_id: int) -> str:
     return encode_json([UNREGISTERED, request_id])
 
 
-def invocation(request_id: int, registration: int, args: list | None, kwargs: dict | None) -> str:
-    return encode_json(_with_payload([INVOCATION, request_id, registration, {}], args, kwargs))
+def invocation(request_id: int, registration: int, args: list | None, kwargs: dict | None,
+               details: dict | None = None) -> str:
+    return encode_json(_with_payload([INVOCATION, request_id, registration, details or {}], args, kwargs))
+
+
+def interrupt(request_id: int) -> str:
+    return encode_json([INTERRUPT, request_id, {}])
 

@@ -117,9 +117,12 @@ class Wamp2Session:
         self.realm = ""
         #: subscription id -> topic URI, for this session's UNSUBSCRIBE.
         self.subscriptions: dict[int, str] = {}
-        #: Registration ids this session holds, and its calls in flight (the dealer keeps both).
+        #: The dealer's indexes (oro_sync.wamp2.dealer): registration ids held,
+        #: calls in flight as caller (by CALL request id) and as callee (by
+        #: invocation id).
         self.registrations: set[int] = set()
-        self.pending_calls = 0
+        self.calls: dict[int, Any] = {}
+        self.invocations: dict[int, Any] = {}
 
     # -- incoming ---------------------------------------------------------------
 
@@ -160,6 +163,8 @@ class Wamp2Session:
             self.register(msg)
         elif kind is m.Unregister:
             self.send(self.router.dealer.unregister(self, msg))
+        elif kind is m.Cancel:
+            self.router.dealer.cancel(self, msg)
         elif kind is m.Yield:
             self.router.dealer.yielded(self, msg)
         elif kind is m.Error:
