@@ -59,21 +59,17 @@ class PeerQueue:
     first frame of the turn, tells the outbox to flush this queue).
     """
 
-    __slots__ = ("transport", "frames", "outbox", "hold", "_socket")
+    __slots__ = ("transport", "frames", "outbox", "_socket")
 
     def __init__(self, outbox: "Outbox", transport: Any):
         self.outbox = outbox
         self.transport = transport
+        #: This turn's frames.  A front end holding a session's output (while
+        #: it answers a request) swaps in a list of its own for a moment.
         self.frames: list[bytes] = []
-        #: While a list: frames are kept there, in order, and not queued (a
-        #: front end holds a session's output while it answers a request).
-        self.hold: list[bytes] | None = None
         self._socket = _direct_socket(transport)
 
     def send(self, data: bytes) -> None:
-        if self.hold is not None:
-            self.hold.append(data)
-            return
         frames = self.frames
         if not frames:
             self.outbox._pending(self)

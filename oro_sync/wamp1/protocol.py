@@ -225,20 +225,26 @@ class WampServerProtocol(WebSocketServerProtocol):
     # Output holding: while a front end answers a request whose handlers may
     # already write (a v2 SUBSCRIBE), everything for this peer waits, in order.
     _hold: list[bytes] | None = None
+    _queued_before_hold: list[bytes] | None = None
 
     def holdOutput(self) -> list[bytes]:
         """Keep every frame for this peer (events and other writes), in order,
-        until :meth:`releaseOutput`; returns the list they go to."""
+        until :meth:`releaseOutput`; returns the list they go to.
+
+        Events reach the peer queue's ``send`` (what topics hold), so the
+        queue's list itself is swapped for the hold list: no check is added
+        to the per-delivery path."""
         self._hold = hold = []
         if self._queue is not None:
-            self._queue.hold = hold
+            self._queued_before_hold, self._queue.frames = self._queue.frames, hold
         return hold
 
     def releaseOutput(self, held: list[bytes]) -> None:
         """Stop holding, then send ``held`` (the list, possibly filtered) in order."""
+        if self._hold is not None and self._queue is not None:
+            self._queue.frames = self._queued_before_hold
+            self._queued_before_hold = None
         self._hold = None
-        if self._queue is not None:
-            self._queue.hold = None
         for data in held:
             if self._queue is not None:
                 self._queue.send(data)
