@@ -291,20 +291,27 @@ def parse_message(payload: bytes | str) -> Message:
                        exclude_me=_bool_option(r, options, "exclude_me", True),
                        exclude=_id_list(r, options, "exclude"),
                        eligible=_id_list(r, options, "eligible"))
-    if kind == SUBSCRIBE:
-        r = _Reader(msg, "SUBSCRIBE", kind)
+    if kind == SUBSCRIBE or kind == REGISTER:
+        # [kind, Request, Options, URI]: SUBSCRIBE a topic, REGISTER a procedure.
+        topic = kind == SUBSCRIBE
+        r = _Reader(msg, "SUBSCRIBE" if topic else "REGISTER", kind)
         r.length(4, 4)
         req = r.request()
         options = r.dict(2, "Options")
         match = options.get("match", "exact")
         if match != "exact":
             raise r.bad(f"match {match!r} is not supported (only exact)")
-        return Subscribe(req, options, r.uri(3, "topic"))
-    if kind == UNSUBSCRIBE:
-        r = _Reader(msg, "UNSUBSCRIBE", kind)
+        uri = r.uri(3, "topic" if topic else "procedure")
+        return Subscribe(req, options, uri) if topic else Register(req, options, uri)
+    if kind == UNSUBSCRIBE or kind == UNREGISTER:
+        # [kind, Request, id]: the SUBSCRIBED or REGISTERED id to give back.
+        topic = kind == UNSUBSCRIBE
+        r = _Reader(msg, "UNSUBSCRIBE" if topic else "UNREGISTER", kind)
         r.length(3, 3)
         req = r.request()
-        return Unsubscribe(req, r.id(2, "subscription id"))
+        if topic:
+            return Unsubscribe(req, r.id(2, "subscription id"))
+        return Unregister(req, r.id(2, "registration id"))
     if kind == CALL:
         r = _Reader(msg, "CALL", kind)
         r.length(4, 6)
@@ -318,20 +325,6 @@ def parse_message(payload: bytes | str) -> Message:
         r.length(3, 3)
         req = r.id(1, "CALL request id")
         return Cancel(req, r.dict(2, "Options"))
-    if kind == REGISTER:
-        r = _Reader(msg, "REGISTER", kind)
-        r.length(4, 4)
-        req = r.request()
-        options = r.dict(2, "Options")
-        match = options.get("match", "exact")
-        if match != "exact":
-            raise r.bad(f"match {match!r} is not supported (only exact)")
-        return Register(req, options, r.uri(3, "procedure"))
-    if kind == UNREGISTER:
-        r = _Reader(msg, "UNREGISTER", kind)
-        r.length(3, 3)
-        req = r.request()
-        return Unregister(req, r.id(2, "registration id"))
     if kind == YIELD:
         r = _Reader(msg, "YIELD", kind)
         r.length(3, 5)
