@@ -16,7 +16,6 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.support.browser import open_page
-from tests.support.client import connect
 from tests.support.oro_server import start_oro_server
 
 WAMP1_PAGE = """
@@ -57,12 +56,6 @@ class BrowserTests(unittest.TestCase):
         return json.dumps(f"ws://127.0.0.1:{self.server.number}{self.server.path(user)}")
 
     @defer.inlineCallbacks
-    def backend(self) -> Any:
-        c = yield connect(self.server.number, path=self.server.path())
-        self.addCleanup(c.abort)
-        return c
-
-    @defer.inlineCallbacks
     def test_wamp1_in_chromium(self) -> Any:
         page = open_page(self, WAMP1_PAGE % {"url": self.ws_url("admin"), "topic": '"oro/maintenance"'})
         opened = yield page.wait_for(lambda r: r["type"] == "open", "the WebSocket opening")
@@ -72,7 +65,7 @@ class BrowserTests(unittest.TestCase):
         self.assertEqual(welcome["msg"][2], 1)
         self.assertIn(welcome["msg"][1], self.server.factory.hub.sessions)
         yield page.message(lambda m: m[:2] == [4, "barrier"], "the barrier's CALLERROR")
-        backend = yield self.backend()
+        backend = yield self.server.client(self)
         backend.publish("oro/maintenance", {"isOn": True, "userId": None}, [], [])
         event = yield page.message(lambda m: m[0] == 8, "the EVENT")
         self.assertEqual(event["msg"], [8, "oro/maintenance", {"isOn": True, "userId": None}])
@@ -92,7 +85,7 @@ class BrowserTests(unittest.TestCase):
         joined = yield page.wait_for(lambda r: r["type"] == "joined", "joining the realm")
         self.assertEqual((joined["authid"], joined["protocol"]), ("admin", "wamp.2.json"))
         yield page.wait_for(lambda r: r["type"] == "subscribed", "SUBSCRIBED")
-        backend = yield self.backend()
+        backend = yield self.server.client(self)
         backend.publish("oro/maintenance", {"isOn": False, "userId": None}, [], [])
         event = yield page.wait_for(lambda r: r["type"] == "event", "the EVENT")
         self.assertEqual(event["args"], [{"isOn": False, "userId": None}])

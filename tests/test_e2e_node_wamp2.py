@@ -11,7 +11,6 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from tests.support.client import connect
 from tests.support.node import NodeWamp2Client
 from tests.support.oro_server import start_oro_server
 
@@ -31,12 +30,6 @@ class AutobahnJsTests(unittest.TestCase):
         return client, welcome
 
     @defer.inlineCallbacks
-    def v1(self, user: str = "") -> Any:
-        c = yield connect(self.server.number, path=self.server.path(user))
-        self.addCleanup(c.abort)
-        return c
-
-    @defer.inlineCallbacks
     def test_join_with_a_user_ticket(self) -> Any:
         js, welcome = yield self.js("admin")
         self.assertEqual((welcome["realm"], welcome["authid"], welcome["authrole"]), ("oro", "admin", "user"))
@@ -48,10 +41,10 @@ class AutobahnJsTests(unittest.TestCase):
         js, _ = yield self.js("admin")
         sub = yield js.subscribe("oro/maintenance")
         self.assertEqual(sub["type"], "subscribed")
-        browser = yield self.v1("jane")
+        browser = yield self.server.client(self, "jane")
         browser.subscribe("oro/maintenance")
         yield round_trip(browser)  # its SUBSCRIBE is processed
-        backend = yield self.v1()
+        backend = yield self.server.client(self)
         backend.publish("oro/maintenance", {"isOn": True, "userId": None}, [], [])
         event = yield js.wait_for(lambda r: r["type"] == "event", "EVENT on oro/maintenance")
         self.assertEqual(event["args"], [{"isOn": True, "userId": None}])
@@ -70,7 +63,7 @@ class AutobahnJsTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_js_publish_reaches_v1_on_a_route_open_to_users(self) -> Any:
         self.server.factory.router.get("oro_sync.data_update").publishers = "users"
-        browser = yield self.v1("jane")
+        browser = yield self.server.client(self, "jane")
         browser.subscribe("oro/data/update")
         yield round_trip(browser)
         js, _ = yield self.js("admin")

@@ -285,18 +285,12 @@ class OroWamp2Tests(unittest.TestCase):
         return wamp2.join(self, self.server.number, realm="oro", path=self.server.path(user))
 
     @defer.inlineCallbacks
-    def backend(self) -> Any:
-        c = yield connect(self.server.number, path=self.server.path())
-        self.addCleanup(c.abort)
-        return c
-
-    @defer.inlineCallbacks
     def test_user_ticket_and_backend_publish(self) -> Any:
         admin = yield self.join("admin")
         self.assertEqual(admin.welcome_details.authid, "admin")
         self.assertEqual(admin.welcome_details.authrole, "user")
         queue, _ = yield wamp2.events(admin, "oro/maintenance")
-        backend = yield self.backend()
+        backend = yield self.server.client(self)
         backend.publish("oro/maintenance", {"isOn": True, "userId": None}, [], [])
         args, _, _ = yield queue.next()
         self.assertEqual(args, [{"isOn": True, "userId": None}])
@@ -535,9 +529,10 @@ class Wamp2SessionFuzzTests(ServerTestCase):
 
         closes: list = []
         answered = sessions = 0
+        c: Any = None
         for _ in range(300):
-            if not sessions or not c.is_open:
-                if sessions:
+            if c is None or not c.is_open:
+                if c is not None:
                     closes.append((yield c.closed)[1])
                 c = yield connect(factory.port, protocols=["wamp.2.json"], wait_welcome=False)
                 self.clients.append(c)

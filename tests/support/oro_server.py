@@ -39,6 +39,16 @@ class OroServer:
         from urllib.parse import quote
         return "/?ticket=" + quote(self.ticket(username), safe="")
 
+    @defer.inlineCallbacks
+    def client(self, testcase: Any, username: str = "") -> Any:
+        """A WAMP v1 test client with a ticket (a backend's without ``username``),
+        aborted by ``testcase``'s cleanup."""
+        from tests.support.client import connect
+
+        c = yield connect(self.number, path=self.path(username))
+        testcase.addCleanup(c.abort)
+        return c
+
     def topics(self) -> dict:
         return self.factory.hub.topics.topics
 
