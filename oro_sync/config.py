@@ -8,7 +8,7 @@ Relative paths in the file are relative to the file's own directory.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import yaml
@@ -22,6 +22,11 @@ DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0:backlog=4096"
 _TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits"}
 _SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout", "wamp2",
                 "wamp2_realms", "wamp2_registrations"}
+
+
+_AUTH_KEYS = {"secret", "require_ticket", "ticket_ttl", "one_time_tickets", "users", "publishers",
+              "clock_leeway"}
+_ORIGIN_KEYS = {"check", "allowed", "application_url", "allow_missing"}
 
 
 class ConfigError(Exception):
@@ -38,8 +43,9 @@ class ServerSettings:
     wamp2: bool = True
     #: Realms WAMP v2 clients may join (empty: any).
     wamp2_realms: list = field(default_factory=list)
-    #: Who may register procedures over WAMP v2: nobody, backends, users, everyone.
-    wamp2_registrations: str = "backends"
+    #: Who may register procedures over WAMP v2: nobody, backend, users, anyone
+    #: (``backends`` and ``everyone`` are read as ``backend`` and ``anyone``).
+    wamp2_registrations: str = "backend"
 
 
 @dataclass
@@ -106,10 +112,8 @@ def parse_config(data: Any, path: str = "") -> Config:
     s.wamp2_realms = _expect(server.get("wamp2_realms", s.wamp2_realms) or [], list, "server.wamp2_realms")
     if not all(isinstance(r, str) and r for r in s.wamp2_realms):
         raise ConfigError("server.wamp2_realms must be a list of realm names")
-    s.wamp2_registrations = _expect(server.get("wamp2_registrations", s.wamp2_registrations), str,
-                                    "server.wamp2_registrations")
-    if s.wamp2_registrations not in ("nobody", "backends", "users", "everyone"):
-        raise ConfigError("server.wamp2_registrations must be nobody, backends, users or everyone")
+    s.wamp2_registrations = _rule(server.get("wamp2_registrations", s.wamp2_registrations),
+                                  "server.wamp2_registrations")
 
     cfg.parameters = dict(_expect(data.get("parameters") or {}, dict, "'parameters'"))
     routing = data.get("routing") or []
@@ -122,7 +126,62 @@ def parse_config(data: Any, path: str = "") -> Config:
     cfg.auth = dict(_expect(data.get("auth") or {}, dict, "'auth'"))
     cfg.origins = dict(_expect(data.get("origins") or {}, dict, "'origins'"))
     cfg.limits = dict(_expect(data.get("limits") or {}, dict, "'limits'"))
+    validate_sections(cfg)
     return cfg
+
+
+def _rule(value: Any, where: str) -> str:
+    from oro_sync.auth.rules import normalize_rule
+
+    try:
+        return normalize_rule(_expect(value, str, where))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def validate_sections(cfg: Config) -> None:
+    """Check the ``auth``, ``origins`` and ``limits`` sections (also after a
+    program changed them): unknown keys and wrong types are ConfigErrors."""
+    build_limits(cfg.limits)
+    unknown = set(cfg.origins) - _ORIGIN_KEYS
+    if unknown:
+        raise ConfigError(f"unknown origins setting(s) {', '.join(sorted(map(str, unknown)))}")
+    allowed = cfg.origins.get("allowed") or []
+    if not isinstance(allowed, list) or not all(isinstance(o, str) for o in allowed):
+        raise ConfigError("origins.allowed must be a list of hosts or URLs")
+    if not cfg.auth:
+        return
+    unknown = set(cfg.auth) - _AUTH_KEYS
+    if unknown:
+        raise ConfigError(f"unknown auth setting(s) {', '.join(sorted(map(str, unknown)))}")
+    secret = cfg.auth.get("secret")
+    if not isinstance(secret, str) or not secret:
+        raise ConfigError("auth.secret (the application secret) is required")
+    if "publishers" in cfg.auth:
+        cfg.auth["publishers"] = _rule(cfg.auth["publishers"], "auth.publishers")
+    users = cfg.auth.get("users")
+    if users is not None and (not isinstance(users, dict) or len(users) != 1
+                              or not set(users) <= {"file", "url"}):
+        raise ConfigError("auth.users must be {file: users.yml} or {url: postgresql://...}")
+    for key in ("ticket_ttl", "clock_leeway"):
+        value = cfg.auth.get(key, 0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"auth.{key} must be a number of seconds >= 0")
+
+
+def build_limits(settings: dict[str, Any]) -> Any:
+    """The :class:`~oro_sync.websocket.limits.Limits` of a ``limits`` section."""
+    from oro_sync.websocket.limits import Limits
+
+    limits = Limits()
+    known = {f.name for f in fields(Limits)}
+    for key, value in settings.items():
+        if key not in known:
+            raise ConfigError(f"unknown limit {key!r} (known: {', '.join(sorted(known))})")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"limits.{key} must be a number >= 0")
+        setattr(limits, key, type(getattr(limits, key))(value))
+    return limits
 
 
 def resolve_path(p: str, base: str) -> str:

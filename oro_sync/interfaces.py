@@ -1,8 +1,7 @@
 """The zope interfaces that tie oro-sync's parts together.
 
-- :class:`IPubSubPolicy`: what a front end asks when a client subscribes,
-  unsubscribes or publishes (the WAMP v1 reference rules, or Oro's router
-  and topic handlers).
+- :class:`IPubSubPolicy` (from :mod:`oro_sync.core.policy`): what a front
+  end asks when a client subscribes, unsubscribes or publishes.
 - :class:`ITopic` and its optional companions: Oro/GosWebSocket topic
   handlers, declared in YAML and called by the router.
 """
@@ -12,37 +11,13 @@ from __future__ import annotations
 from zope.interface import Attribute, Interface
 
 from oro_sync.core.broker import IBroker
+from oro_sync.core.policy import IPubSubPolicy, SubscriptionDenied
 from oro_sync.core.session import ISession
 
 __all__ = [
     "IBroker", "IPubSubPolicy", "IPushableTopic", "ISession", "ITopic",
-    "ITopicPeriodicTimer",
+    "ITopicPeriodicTimer", "SubscriptionDenied",
 ]
-
-
-class IPubSubPolicy(Interface):
-    """Decides what SUBSCRIBE, UNSUBSCRIBE and PUBLISH do.
-
-    Called by a protocol front end with URIs already resolved (CURIEs
-    expanded).  WAMP v1 has no acknowledgements: a refused action is simply
-    not performed; WAMP v2 reads a refused SUBSCRIBE from the session's
-    ``subscriptions`` and a refused PUBLISH from the return value.
-    """
-
-    def subscribe(session: ISession, topic_uri: str) -> None:
-        """The client asked to subscribe."""
-
-    def unsubscribe(session: ISession, topic_uri: str) -> None:
-        """The client asked to unsubscribe."""
-
-    def publish(session: ISession, topic_uri: str, message) -> bool:
-        """The client published; ``message`` is a parsed
-        :class:`~oro_sync.wamp1.messages.Publish` (topic already resolved;
-        a WAMP v2 publish arrives in that form too).  Returns False when the
-        publish was refused (WAMP v2 tells an acknowledging publisher)."""
-
-    def session_closed(session: ISession) -> None:
-        """The client went away: leave every topic."""
 
 
 class ITopic(Interface):
@@ -53,7 +28,7 @@ class ITopic(Interface):
 
     def onSubscribe(connection: ISession, topic, request) -> None:
         """A client subscribed to ``topic`` (a :class:`~oro_sync.core.topic.Topic`);
-        the handler may remove it again to deny the subscription."""
+        raise :class:`SubscriptionDenied` to refuse it (never write to the client)."""
 
     def onUnSubscribe(connection: ISession, topic, request) -> None:
         """A client unsubscribed, or disconnected while subscribed."""

@@ -1,118 +1,114 @@
-"""Assembling an Oro server from a :class:`~oro_sync.config.Config`.
+"""The composition root: an Oro server assembled from a :class:`Config`.
 
-Builds the hub, the router from the routing files, the topic handlers from
-the service declarations, the handshake gate (tickets, origins, limits) and
-a :class:`~oro_sync.wamp1.WampServerFactory` whose pub/sub policy is
-:class:`~oro_sync.oro_pubsub.OroPubSub`.
+Every part is built here, once, and handed to the parts that use it through
+their constructors: the metrics, the hub (with the kernel writer for its
+outbox), the router and topic handlers, Oro's pub/sub policy, the ticket
+verifier and its handshake gate, the permission rules, and finally the
+WebSocket factory.  Nothing is replaced on an object after it was built.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+import os
+from dataclasses import dataclass
 from typing import Any
 
-from oro_sync.config import Config, ConfigError, resolve_path
+from oro_sync.config import Config, ConfigError, build_limits, resolve_path, validate_sections
 from oro_sync.core.hub import Hub
-from oro_sync.oro_pubsub import OroPubSub
-from oro_sync.routing import Router
-from oro_sync.services import build_handlers, default_references
-from oro_sync.wamp1.factory import Limits, WampServerFactory
-
-_AUTH_KEYS = {"secret", "require_ticket", "ticket_ttl", "one_time_tickets", "users", "publishers",
-              "clock_leeway"}
-_ORIGIN_KEYS = {"check", "allowed", "application_url", "allow_missing"}
+from oro_sync.core.metrics import Metrics
+from oro_sync.oro.pubsub import OroPubSub
+from oro_sync.oro.routing import Router
+from oro_sync.oro.services import build_handlers, default_references
+from oro_sync.websocket.factory import WampServerFactory
+from oro_sync.websocket.kernel_write import KernelWriter
 
 
-def build_limits(settings: dict[str, Any]) -> Limits:
-    limits = Limits()
-    known = {f.name: f for f in fields(Limits)}
-    for key, value in settings.items():
-        if key not in known:
-            raise ConfigError(f"unknown limit {key!r} (known: {', '.join(sorted(known))})")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"limits.{key} must be a number >= 0")
-        setattr(limits, key, type(getattr(limits, key))(value))
-    return limits
+@dataclass
+class OroServer:
+    """The parts of one server that its service and its operators need."""
+
+    factory: WampServerFactory
+    #: The ticket verifier (None without an ``auth`` section).
+    verifier: Any
+    metrics: Metrics
+    router: Router
+    handlers: dict[str, Any]
 
 
 def build_origin_policy(settings: dict[str, Any]) -> Any:
     from oro_sync.auth.origins import OriginPolicy
 
-    unknown = set(settings) - _ORIGIN_KEYS
-    if unknown:
-        raise ConfigError(f"unknown origins setting(s) {', '.join(sorted(unknown))}")
     if not settings.get("check", True):
         return None
-    allowed = settings.get("allowed") or []
-    if not isinstance(allowed, list) or not all(isinstance(o, str) for o in allowed):
-        raise ConfigError("origins.allowed must be a list of hosts or URLs")
-    return OriginPolicy(allowed, settings.get("application_url", "http://localhost"),
+    return OriginPolicy(settings.get("allowed") or [], settings.get("application_url", "http://localhost"),
                         allow_missing=bool(settings.get("allow_missing", True)))
 
 
 def build_user_provider(settings: Any, base: str) -> Any:
-    from oro_sync.auth import providers
+    from oro_sync.auth.sql_users import sql_user_provider_from_url
+    from oro_sync.auth.yaml_users import YamlUserProvider
 
     if settings is None:
-        return providers.YamlUserProvider({"users": []})
-    if not isinstance(settings, dict) or len(settings) != 1 or not set(settings) <= {"file", "url"}:
-        raise ConfigError("auth.users must be {file: users.yml} or {url: postgresql://...}")
+        return YamlUserProvider({"users": []})
     if "file" in settings:
         try:
-            return providers.YamlUserProvider(resolve_path(str(settings["file"]), base))
+            return YamlUserProvider(resolve_path(str(settings["file"]), base))
         except (OSError, ValueError) as e:
             raise ConfigError(f"auth.users.file: {e}") from None
     try:
-        return providers.sql_user_provider_from_url(str(settings["url"]))
+        return sql_user_provider_from_url(str(settings["url"]))
     except ValueError as e:
         raise ConfigError(f"auth.users.url: {e}") from None
 
 
-def build_authenticator(settings: dict[str, Any], base: str, reactor: Any) -> tuple[Any, Any]:
-    """(authenticator, may_publish) for the ``auth`` section.
-
-    Without an ``auth`` section nobody needs a ticket and anyone may publish
-    (a plain pub/sub hub); with one, tickets are checked as Oro does and only
-    backends publish unless a route says otherwise.
-    """
-    from oro_sync.auth.gate import ANYONE, BACKEND, TicketAuthenticator, publish_permission
+def build_verifier(settings: dict[str, Any], base: str, reactor: Any) -> Any:
+    """The ticket verifier of an ``auth`` section (None without one)."""
     from oro_sync.auth.verifier import TicketVerifier
 
     if not settings:
-        return None, publish_permission(ANYONE)
-    unknown = set(settings) - _AUTH_KEYS
-    if unknown:
-        raise ConfigError(f"unknown auth setting(s) {', '.join(sorted(unknown))}")
-    secret = settings.get("secret")
-    if not isinstance(secret, str) or not secret:
-        raise ConfigError("auth.secret (the application secret) is required")
+        return None
     try:
-        may_publish = publish_permission(settings.get("publishers", BACKEND))
-        verifier = TicketVerifier(secret, build_user_provider(settings.get("users"), base),
-                                  ttl=float(settings.get("ticket_ttl", 300)),
-                                  one_time=bool(settings.get("one_time_tickets", False)),
-                                  leeway=float(settings.get("clock_leeway", 0)), clock=reactor)
+        return TicketVerifier(settings["secret"], build_user_provider(settings.get("users"), base),
+                              ttl=float(settings.get("ticket_ttl", 300)),
+                              one_time=bool(settings.get("one_time_tickets", False)),
+                              leeway=float(settings.get("clock_leeway", 0)), clock=reactor)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"auth: {e}") from None
-    return TicketAuthenticator(verifier, bool(settings.get("require_ticket", True))), may_publish
 
 
-def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:
-    """The WAMP v1 factory serving ``config``'s routes and handlers.
+def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) -> OroServer:
+    """Everything ``config`` describes, wired.
 
-    Raises ConfigError, RoutingError or ServiceError for a bad setting.
+    Without an ``auth`` section nobody needs a ticket and anyone may publish
+    (a plain pub/sub hub); with one, tickets are checked as Oro does and only
+    backends publish unless a route says otherwise.  Raises ConfigError,
+    RoutingError or ServiceError for a bad setting.
     """
+    from oro_sync.auth.gate import TicketAuthenticator
+    from oro_sync.auth.rules import ANYONE, BACKEND, publish_permission, registration_permission
+
     if reactor is None:
         from twisted.internet import reactor
-    import os
+    validate_sections(config)
     base = os.path.dirname(config.path) if config.path else os.getcwd()
     limits = build_limits(config.limits)
-    hub = hub if hub is not None else Hub(max_subscriptions=limits.max_subscriptions, clock=reactor)
+    metrics = Metrics()
+    if hub is None:
+        hub = Hub(max_subscriptions=limits.max_subscriptions, clock=reactor, writer=KernelWriter,
+                  metrics=metrics)
     router = Router.from_files(config.routing)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
-    authenticator, may_publish = build_authenticator(config.auth, base, reactor)
+    verifier = build_verifier(config.auth, base, reactor)
+    authenticator = None
+    may_publish = publish_permission(ANYONE)
+    if verifier is not None:
+        authenticator = TicketAuthenticator(verifier, bool(config.auth.get("require_ticket", True)))
+        may_publish = publish_permission(config.auth.get("publishers", BACKEND))
+    policy = OroPubSub(hub, router, handlers, may_publish=may_publish, metrics=metrics)
     factory = WampServerFactory(
         hub=hub,
+        policy=policy,
+        metrics=metrics,
         strictSubprotocol=config.server.strict_subprotocol,
         maxMessageSize=config.server.max_message_size,
         limits=limits,
@@ -120,10 +116,13 @@ def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -
         authenticator=authenticator,
         wamp2=config.server.wamp2,
         wamp2Realms=config.server.wamp2_realms or None,
-        wamp2Registrations=config.server.wamp2_registrations,
+        mayRegister=registration_permission(config.server.wamp2_registrations),
         reactor=reactor,
     )
-    factory.pubsub = OroPubSub(hub, router, handlers, may_publish=may_publish, observer=factory)
-    factory.router = router
-    factory.handlers = handlers
-    return factory
+    return OroServer(factory, verifier, metrics, router, handlers)
+
+
+def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:
+    """The WebSocket factory of :func:`build_server` (for tests and tools
+    that need no service around it)."""
+    return build_server(config, reactor, hub).factory

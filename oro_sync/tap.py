@@ -17,8 +17,8 @@ from twisted.python import usage
 from oro_sync import logs
 from oro_sync.config import ConfigError, load_config
 from oro_sync.logs import Logger
-from oro_sync.routing import RoutingError
-from oro_sync.services import ServiceError
+from oro_sync.oro.routing import RoutingError
+from oro_sync.oro.services import ServiceError
 
 GOING_AWAY = 1001
 
@@ -70,23 +70,27 @@ class Options(usage.Options):
 
 
 class OroSyncService(service.Service):
-    """Listens on the configured endpoint; on stop, says goodbye to every client."""
+    """Listens on the configured endpoint; on stop, says goodbye to every client.
+
+    :param ready: returns a Deferred that fires when the server may accept
+        clients (the ticket digest workers are up), so that the first
+        clients are not kept waiting (or timed out) while they spawn.
+    """
 
     log = Logger()
 
-    def __init__(self, factory: Any, listen: str, reactor: Any, shutdown_timeout: float = 3.0):
+    def __init__(self, factory: Any, listen: str, reactor: Any, shutdown_timeout: float = 3.0,
+                 ready: Any = None):
         self.factory = factory
         self.listen = listen
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
+        self.ready = ready if ready is not None else (lambda: defer.succeed(None))
         self.port: Any = None
 
     def startService(self) -> None:
         super().startService()
-        # Listen once the ticket digest workers are up, so that the first
-        # clients are not kept waiting (or timed out) while they spawn.
-        authenticator = getattr(self.factory, "authenticator", None)
-        ready = authenticator.verifier.start() if authenticator is not None else defer.succeed(None)
+        ready = self.ready()
         ready.addErrback(lambda f: self.log.failure("ticket workers did not start", f))
         ready.addCallback(lambda _: self._listen())
 
@@ -119,7 +123,7 @@ class OroSyncService(service.Service):
             self.log.info("closing {n} WebSocket connections (1001)", n=len(sessions))
         closed = []
         for session in sessions:
-            closed.append(session.is_closed)
+            closed.append(session.connection.is_closed)
             session.close(GOING_AWAY, "server shutting down")
         if closed:
             done = defer.DeferredList(closed, consumeErrors=True)
@@ -137,12 +141,24 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         from twisted.internet import reactor
     logs.set_level(options["log-level"])
     config = options.config
-    from oro_sync.server import build_factory
+    from oro_sync.server import build_server
     try:
-        factory = build_factory(config, reactor)
+        server = build_server(config, reactor)
     except (ConfigError, RoutingError, ServiceError) as e:
         # twistd reports a UsageError only while it parses options; raised
         # here it would escape as a traceback.  One line and status 1 instead.
         sys.stderr.write(f"twistd oro-sync: {e}\n")
         raise SystemExit(1) from None
-    return OroSyncService(factory, config.server.listen, reactor, config.server.shutdown_timeout)
+    top = service.MultiService()
+    ready = None
+    if server.verifier is not None:
+        from oro_sync.auth.verifier import VerifierService
+
+        workers = VerifierService(server.verifier)
+        workers.setServiceParent(top)
+        ready = workers.whenReady
+    # Added last: stopped first, so clients are told goodbye before the
+    # digest workers go.
+    OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,
+                   ready=ready).setServiceParent(top)
+    return top

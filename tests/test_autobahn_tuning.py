@@ -6,12 +6,13 @@ import txaio
 from autobahn.websocket import protocol as ab_protocol
 from twisted.trial import unittest
 
-import oro_sync.wamp1.protocol  # noqa: F401  (applies the adjustment)
-from oro_sync.wamp1 import WampServerFactory
+from oro_sync.websocket.connection import WampConnection
+from oro_sync.websocket.factory import WampServerFactory
 
 
 class PformatTests(unittest.TestCase):
     def test_formats_only_for_debug(self) -> None:
+        WampServerFactory()  # a factory applies the adjustment
         level = txaio.get_global_log_level()
         self.addCleanup(txaio.set_global_log_level, level)
         txaio.set_global_log_level("info")
@@ -30,4 +31,4 @@ class SharedOptionsTests(unittest.TestCase):
         self.assertEqual(factory.protocol.maxMessagePayloadSize, 1234)  # not shared across factories
         factory.setProtocolOptions(autoPingInterval=7)
         self.assertEqual(factory.protocol.autoPingInterval, 7)
-        self.assertTrue(issubclass(factory.protocol, oro_sync.wamp1.protocol.WampServerProtocol))
+        self.assertTrue(issubclass(factory.protocol, WampConnection))

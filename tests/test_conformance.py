@@ -610,7 +610,7 @@ class EchoMirrorsWampOptionsTests(unittest.TestCase):
     like it; guard that the copy stays complete."""
 
     def test_options_match_wamp_factory(self) -> None:
-        from oro_sync.wamp1.factory import WampServerFactory
+        from oro_sync.websocket.factory import WampServerFactory
 
         wamp = WampServerFactory()
         ours = echo.FramesEchoFactory()

@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from oro_sync.core import frames
-from oro_sync.core.broker import IBroker, LocalBroker
+from oro_sync.core.broker import BrokerBase, IBroker, LocalBroker
 from oro_sync.core.hub import Hub
 from oro_sync.core.profiles import (
     EVERYONE,
@@ -36,7 +36,7 @@ class CountingEncoder:
         self.tag = tag
         self.calls: list[tuple[str, Any]] = []
 
-    def __call__(self, topic: Any, event: Any) -> bytes:
+    def __call__(self, topic: Any, event: Any, publication_id: int = 0) -> bytes:
         self.calls.append((topic.uri, event))
         # A fresh bytes object per call, so `is` checks are meaningful.
         return frames.text_frame(json.dumps([self.tag, topic.uri, event]))
@@ -309,9 +309,10 @@ class BroadcastTests(TopicTestsBase):
     def test_goes_through_broker(self) -> None:
         calls: list[tuple] = []
 
-        class RecordingBroker:
-            def publish(self, uri: str, event: Any, exclude: Any, eligible: Any) -> int:
-                calls.append((uri, event, exclude, eligible))
+        class RecordingBroker(BrokerBase):
+            def publish(self, publication: Any) -> int:
+                calls.append((publication.topic, publication.event, publication.exclude,
+                              publication.eligible))
                 return 0
 
         topic = Topic("u", RecordingBroker())
@@ -333,16 +334,16 @@ class BrokerAndHubTests(TopicTestsBase):
         self.assertTrue(verifyObject(IBroker, LocalBroker(TopicRegistry())))
 
     def test_publish_unknown_topic(self) -> None:
-        self.assertEqual(self.broker.publish("none", "e"), 0)
+        self.assertEqual(self.broker.publish_event("none", "e"), 0)
         self.assertNotIn("none", self.registry.topics, "publishing must not create topics")
 
     def test_publish_counts(self) -> None:
         a, b = self.sessions("a", "b")
         self.registry.subscribe(a, "t")
         self.registry.subscribe(b, "t")
-        self.assertEqual(self.broker.publish("t", "e"), 2)
-        self.assertEqual(self.broker.publish("t", "e", frozenset({"a"})), 1)
-        self.assertEqual(self.broker.publish("t", "e", frozenset(), frozenset()), 0)
+        self.assertEqual(self.broker.publish_event("t", "e"), 2)
+        self.assertEqual(self.broker.publish_event("t", "e", frozenset({"a"})), 1)
+        self.assertEqual(self.broker.publish_event("t", "e", frozenset(), frozenset()), 0)
 
     def test_hub_wires_registry_to_broker(self) -> None:
         hub = Hub(max_subscriptions=3)
@@ -364,8 +365,15 @@ class BrokerAndHubTests(TopicTestsBase):
         self.assertEqual(hub.sessions, {})
 
     def test_hub_custom_broker(self) -> None:
-        broker = LocalBroker()
-        hub = Hub(broker)
+        made: list = []
+
+        def make_broker(registry: Any) -> LocalBroker:
+            made.append(LocalBroker(registry))
+            return made[0]
+
+        hub = Hub(make_broker)
+        broker = made[0]
+        self.assertIs(broker.registry, hub.topics)
         self.assertIs(hub.broker, broker)
         self.assertIs(hub.topics.broker, broker)
 

@@ -27,7 +27,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from oro_sync import __version__
-from oro_sync.wamp1 import CallError, WampServerFactory, exportRpc
+from oro_sync.wamp.rpc import CallError, exportRpc
+from oro_sync.websocket.factory import WampServerFactory
 from oro_sync.wamp1.messages import ERROR_GENERIC, ERROR_INTERNAL, ERROR_NO_SUCH_RPC_ENDPOINT
 from tests.support.node import DEFAULT_WAIT, NodeWampClient, find_node
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from oro_sync.topics import PING_MESSAGE, AbstractTopic
+from oro_sync.oro.topics import PING_MESSAGE, AbstractTopic
 from tests.support.client import connect
 from tests.support.oro_server import start_oro_server
 

@@ -13,21 +13,21 @@ from zope.interface.verify import verifyObject
 from oro_sync.config import ConfigError, load_config, parse_config
 from oro_sync.core.hub import Hub
 from oro_sync.interfaces import IPubSubPolicy, IPushableTopic, ITopic
-from oro_sync.oro_pubsub import OroPubSub
-from oro_sync.routing import Router, RoutingError, compile_route
+from oro_sync.oro.pubsub import OroPubSub
+from oro_sync.oro.routing import Router, RoutingError, compile_route
 from oro_sync.server import build_factory
-from oro_sync.services import ServiceError, build_handlers, default_references, resolve_parameters
-from oro_sync.topics import (
+from oro_sync.oro.services import ServiceError, build_handlers, default_references, resolve_parameters
+from oro_sync.oro.topics import (
     PING_MESSAGE, AbstractTopic, BroadcastTopic, SecuredTopic, SyncFailTopic, WebsocketPingTopic,
 )
 from oro_sync.wamp1.messages import Publish
-from tests.support.fakes import FakeSession, user_session
+from tests.support.fakes import FakeSession, V1FrontEnd, user_session
 
 
 def make_layer(routes, handlers, **kw):
     hub = Hub()
     policy = OroPubSub(hub, Router(routes), {h.getName(): h for h in handlers}, **kw)
-    return hub, policy
+    return hub, V1FrontEnd(policy)
 
 
 def r(name, channel, callback, requirements=None):
@@ -68,7 +68,7 @@ class HandlerInterfaceTests(unittest.TestCase):
 
     def test_policy_provides_ipubsubpolicy(self) -> None:
         _, policy = make_layer([], [])
-        self.assertTrue(verifyObject(IPubSubPolicy, policy))
+        self.assertTrue(verifyObject(IPubSubPolicy, policy.policy))
 
 
 class BroadcastTests(unittest.TestCase):
@@ -337,9 +337,9 @@ class ServiceTests(unittest.TestCase):
 
     def test_build_with_references(self) -> None:
         handlers = build_handlers({
-            "svc.ping": {"class": "oro_sync.topics.WebsocketPingTopic",
+            "svc.ping": {"class": "oro_sync.oro.topics.WebsocketPingTopic",
                          "arguments": ["oro_sync.ping", "@logger", "%interval%", "@clock"]},
-            "svc.b": {"class": "oro_sync.topics.BroadcastTopic", "arguments": {"name": "b"}},
+            "svc.b": {"class": "oro_sync.oro.topics.BroadcastTopic", "arguments": {"name": "b"}},
         }, {"interval": 7}, self.refs())
         self.assertEqual(sorted(handlers), ["b", "oro_sync.ping"])
         self.assertEqual(handlers["oro_sync.ping"].interval, 7.0)
@@ -348,13 +348,13 @@ class ServiceTests(unittest.TestCase):
     def test_errors(self) -> None:
         cases = [
             ({"s": {"class": "no.such.Class"}}, "cannot import"),
-            ({"s": {"class": "oro_sync.topics.BroadcastTopic", "arguments": ["@nope"]}}, "@nope"),
+            ({"s": {"class": "oro_sync.oro.topics.BroadcastTopic", "arguments": ["@nope"]}}, "@nope"),
             ({"s": {"class": "builtins.dict"}}, "ITopic"),
-            ({"s": {"class": "oro_sync.topics.BroadcastTopic", "argument": []}}, "unknown key"),
-            ({"s": {"class": "oro_sync.topics.BroadcastTopic", "arguments": ["a", 1, 2, 3, 4]}},
+            ({"s": {"class": "oro_sync.oro.topics.BroadcastTopic", "argument": []}}, "unknown key"),
+            ({"s": {"class": "oro_sync.oro.topics.BroadcastTopic", "arguments": ["a", 1, 2, 3, 4]}},
              "could not be created"),
-            ({"s1": {"class": "oro_sync.topics.BroadcastTopic", "arguments": ["a"]},
-              "s2": {"class": "oro_sync.topics.BroadcastTopic", "arguments": ["a"]}}, "already named"),
+            ({"s1": {"class": "oro_sync.oro.topics.BroadcastTopic", "arguments": ["a"]},
+              "s2": {"class": "oro_sync.oro.topics.BroadcastTopic", "arguments": ["a"]}}, "already named"),
         ]
         for services, fragment in cases:
             with self.assertRaises(ServiceError) as ctx:

@@ -15,9 +15,10 @@ from twisted.internet import defer, error, protocol, reactor, task
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from oro_sync.core.outbox import Outbox, batches
-from oro_sync.wamp1.factory import WampServerFactory
-from oro_sync.wamp1.protocol import buffered_bytes
+from oro_sync.core.outbox import Outbox
+from oro_sync.websocket.kernel_write import batches
+from oro_sync.websocket.factory import WampServerFactory
+from oro_sync.websocket.kernel_write import KernelWriter, buffered_bytes
 from tests.test_wamp1_server import PING, TOPIC, ServerTestCase
 
 
@@ -125,7 +126,7 @@ class OutboxSocketTests(unittest.TestCase):
         self.server = yield factory.made
         self.transport = self.server.transport
         self.addCleanup(self.transport.abortConnection)
-        self.outbox = Outbox(reactor)
+        self.outbox = Outbox(reactor, writer=KernelWriter)
 
     def read_exactly(self, n: int) -> bytes:
         self.peer.settimeout(10)
@@ -287,9 +288,10 @@ class AbortTests(ServerTestCase):
         factory = self.make_factory()
         c = yield self.connect(factory)
         yield self.subscribed(TOPIC, c)
-        proto = factory.hub.sessions[c.session_id]
+        proto = factory.hub.sessions[c.session_id].connection
         log: list = []
-        proto._queue._socket = _SendSpy(proto._queue._socket, proto.transport, log)
+        writer = proto._queue.write
+        writer._socket = _SendSpy(writer._socket, proto.transport, log)
         factory.hub.publish(TOPIC, "before")
         proto.dropConnection(abort=True)
         factory.hub.publish(TOPIC, "after")

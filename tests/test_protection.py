@@ -14,7 +14,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from oro_sync.auth.tickets import issue_ticket
-from oro_sync.wamp1.factory import Limits
+from oro_sync.websocket.limits import Limits
 from tests.support.client import HandshakeFailed, connect
 from tests.support.oro_server import SECRET, start_oro_server
 
@@ -483,7 +483,7 @@ class AdmissionUnitTests(unittest.TestCase):
             self.reading = True
 
     def test_accepts_capped_and_paused(self):
-        from oro_sync.wamp1.factory import WampServerFactory
+        from oro_sync.websocket.factory import WampServerFactory
         factory = WampServerFactory(limits=Limits(max_pending_handshakes=4))
         port = factory.listeningPort = self.Port()
         seen = []
@@ -561,7 +561,7 @@ class ReviewRegressionTests(ServerTestCase):
 
 class RouterBoundsTests(unittest.TestCase):
     def test_huge_uris_are_not_cached(self):
-        from oro_sync.routing import Router, compile_route
+        from oro_sync.oro.routing import Router, compile_route
         router = Router([compile_route("r", {"channel": "a/{n}", "handler": {"callback": "h"},
                                              "requirements": {"n": {"pattern": r"\d+"}}})])
         self.assertIsNotNone(router.match("a/" + "1" * 100_000))
@@ -570,7 +570,7 @@ class RouterBoundsTests(unittest.TestCase):
         self.assertEqual(list(router._cache), ["a/1"])
 
     def test_digits_are_ascii_digits(self):
-        from oro_sync.routing import Router, compile_route
+        from oro_sync.oro.routing import Router, compile_route
         router = Router([compile_route("r", {"channel": "a/{n}", "handler": {"callback": "h"},
                                              "requirements": {"n": {"pattern": r"\d+"}}})])
         self.assertIsNone(router.match("a/\u0661\u0662"))  # Arabic-Indic digits

@@ -8,7 +8,7 @@ import textwrap
 from twisted.trial import unittest
 
 from oro_sync.config import DEFAULT_CONFIG
-from oro_sync.routing import Router, RoutingError, compile_route, expand_paths, load_routing_file
+from oro_sync.oro.routing import Router, RoutingError, compile_route, expand_paths, load_routing_file
 
 SHIPPED_ROUTES = os.path.join(os.path.dirname(DEFAULT_CONFIG), "websocket_routing.yml")
 

@@ -8,7 +8,7 @@ import os
 from twisted.internet import defer, endpoints, reactor, ssl
 from twisted.trial import unittest
 
-from oro_sync.wamp1.protocol import buffered_bytes
+from oro_sync.websocket.kernel_write import buffered_bytes
 from tests.support.client import connect
 from tests.support.oro_server import start_oro_server
 

@@ -17,16 +17,10 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from oro_sync import SERVER_IDENT
-from oro_sync.wamp1 import (
-    PUBLISH,
-    SUBSCRIBE,
-    CallError,
-    WampServerFactory,
-    WampServerProtocol,
-    exportPub,
-    exportRpc,
-    exportSub,
-)
+from oro_sync.wamp.rpc import CallError, exportRpc
+from oro_sync.wamp1.pubsub import PUBLISH, SUBSCRIBE, exportPub, exportSub
+from oro_sync.websocket.connection import WampConnection as WampServerProtocol
+from oro_sync.websocket.factory import WampServerFactory
 from oro_sync.wamp1 import messages as m
 from tests.support.client import ConnectionClosed, HandshakeFailed, WampTestClient, connect
 

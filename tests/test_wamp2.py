@@ -11,7 +11,8 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from oro_sync.core.payload import Payload, from_v2, to_v2
-from oro_sync.wamp1.pubsub import AutobahnPubSub
+from oro_sync.core.hub import Hub
+from oro_sync.wamp1.pubsub import AutobahnPubSub, PubSubRegistry
 from tests.support import wamp2
 from tests.support.client import connect
 from tests.support.oro_server import start_oro_server
@@ -360,20 +361,24 @@ class StateOnSubscribe(AutobahnPubSub):
     def subscribe(self, session: Any, topic_uri: str) -> None:
         if topic_uri == self.REFUSED:
             topic = self.hub.topics.subscribe(session, topic_uri)
-            self.hub.broker.publish(topic_uri, "not for you", frozenset(), None)
+            self.hub.publish(topic_uri, "not for you")
             self.hub.topics.forget(session, topic)
             return
         super().subscribe(session, topic_uri)
         if topic_uri in session.subscriptions:
-            self.hub.broker.publish(topic_uri, "state", frozenset(), None)
+            self.hub.publish(topic_uri, "state")
+
+
+def with_policy(policy_class: type) -> dict:
+    """Factory arguments for a policy of ``policy_class`` on its own hub and registry."""
+    hub, registry = Hub(), PubSubRegistry()
+    return {"hub": hub, "policy": policy_class(hub, registry), "pubsubRegistry": registry}
 
 
 class HandlerDeliveryOrderTests(ServerTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.factory = self.make_factory()
-        self.factory.pubsub = StateOnSubscribe(self.factory.hub, self.factory.pubsub_registry,
-                                               observer=self.factory)
+        self.factory = self.make_factory(**with_policy(StateOnSubscribe))
 
     @defer.inlineCallbacks
     def test_subscribed_precedes_the_events_it_announces(self) -> Any:
@@ -414,9 +419,9 @@ class StateDirectState(AutobahnPubSub):
     def subscribe(self, session: Any, topic_uri: str) -> None:
         super().subscribe(session, topic_uri)
         if topic_uri in session.subscriptions:
-            self.hub.broker.publish(topic_uri, "state1", frozenset(), None)
-            session.sendWampText('[8, 48, 999, {}, "x.direct.write"]')
-            self.hub.broker.publish(topic_uri, "state2", frozenset(), None)
+            self.hub.publish(topic_uri, "state1")
+            session.connection.send_message(b'[8, 48, 999, {}, "x.direct.write"]')
+            self.hub.publish(topic_uri, "state2")
 
 
 class HeldOutputTests(ServerTestCase):
@@ -433,8 +438,7 @@ class HeldOutputTests(ServerTestCase):
 
     @defer.inlineCallbacks
     def test_direct_writes_and_events_keep_their_order(self) -> Any:
-        factory = self.make_factory()
-        factory.pubsub = StateDirectState(factory.hub, factory.pubsub_registry, observer=factory)
+        factory = self.make_factory(**with_policy(StateDirectState))
         c = yield self.v2(factory.port)
         c.send([32, 1, {}, TOPIC])
         got = []
@@ -449,8 +453,7 @@ class HeldOutputTests(ServerTestCase):
         from twisted.internet import reactor
         from twisted.protocols import policies
 
-        factory = self.make_factory()
-        factory.pubsub = StateOnSubscribe(factory.hub, factory.pubsub_registry, observer=factory)
+        factory = self.make_factory(**with_policy(StateOnSubscribe))
         port = reactor.listenTCP(0, policies.WrappingFactory(factory), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         c = yield self.v2(port.getHost().port)

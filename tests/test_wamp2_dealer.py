@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from oro_sync.wamp2 import messages as m
 from oro_sync.wamp2.dealer import MAX_PENDING_CALLS, MAX_REGISTRATIONS, Dealer
-from oro_sync.wamp1.factory import WampServerFactory
+from oro_sync.websocket.factory import WampServerFactory
 from tests.support import wamp2
 from tests.support.oro_server import start_oro_server
 from tests.test_wamp1_server import PING, ServerTestCase
@@ -21,7 +21,7 @@ PROC = "com.example.add"
 class DealerTests(ServerTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.factory = self.make_factory(wamp2Registrations="everyone")
+        self.factory = self.make_factory(mayRegister=lambda identity: True)
 
     def join(self) -> defer.Deferred:
         return wamp2.join(self, self.factory.port)
@@ -144,8 +144,10 @@ class DealerTests(ServerTestCase):
         self.assertEqual(e.error, "oro_sync.error.too_many_registrations")
 
     def test_unknown_rule_is_refused(self) -> None:
+        from oro_sync.auth.rules import registration_permission
+
         with self.assertRaises(ValueError):
-            WampServerFactory(None, wamp2Registrations="anyone")
+            registration_permission("sometimes")
 
 
 class OroRegistrationRuleTests(unittest.TestCase):
@@ -182,6 +184,7 @@ class _Session:
 
     def __init__(self, dealer: Dealer, sid: str):
         self.dealer, self.conn = dealer, _Conn(sid)
+        self.session_id, self.identity = sid, self.conn.identity
         self.registrations: set = set()
         self.calls: dict = {}
         self.invocations: dict = {}

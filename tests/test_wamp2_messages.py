@@ -124,7 +124,7 @@ class ImportOrderTests(unittest.TestCase):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this tree, not an install
         env = dict(os.environ, PYTHONPATH=root)
         for module in ("oro_sync.wamp2.session", "oro_sync.wamp2.messages", "oro_sync.wamp1",
-                       "oro_sync.wamp1.factory", "oro_sync.server"):
+                       "oro_sync.websocket.factory", "oro_sync.server"):
             done = subprocess.run([sys.executable, "-c", f"import {module}; assert {module}.__file__"
                                    f".startswith({root!r}), {module}.__file__"],
                                   capture_output=True, text=True, env=env, cwd=root)

@@ -1,41 +1,74 @@
 """The seam between whoever publishes (handlers, server code) and delivery.
 
 Handlers never write to sockets: they publish through an :class:`IBroker`.
-:class:`LocalBroker` delivers to this node's subscribers; a Redis broker
-(several nodes behind one Redis) implements the same interface and delivers
-on every node.
+:class:`LocalBroker` delivers to this node's subscribers; a broker spanning
+nodes (Redis) implements the same interface, carrying each
+:class:`~oro_sync.core.publish.Publication` in its wire form.
+
+While a policy runs the handlers of one client publish, every publication
+they make carries that publish's id (:meth:`BrokerBase.publishing`), so a
+WAMP v2 publisher's PUBLISHED and its subscribers' EVENTs agree.
 """
 
 from __future__ import annotations
 
-from typing import Any, Collection
+from contextlib import contextmanager
+from typing import Any, Collection, Iterator
 
 from zope.interface import Interface, implementer
 
+from oro_sync.core.publish import Publication
+
 
 class IBroker(Interface):
-    """Routes published events to the subscribers of a topic."""
+    """Routes publications to the subscribers of a topic."""
 
-    def publish(topic_uri: str, event: Any, exclude: Collection[str] = frozenset(),
-                eligible: Collection[str] | None = None) -> int:
-        """Deliver ``event`` to the topic's subscribers on every node.
+    def publish(publication: Publication) -> int:
+        """Deliver to the topic's subscribers on every node; return the
+        number of local deliveries (remote ones are not known)."""
 
-        ``exclude`` names session ids to skip; ``eligible`` names the only
-        session ids that may receive it, or is ``None`` for everyone.
-        Returns the number of local deliveries (remote ones are not known).
-        """
+    def publish_event(topic_uri: str, event: Any, exclude: Collection[str] = frozenset(),
+                      eligible: Collection[str] | None = None) -> int:
+        """:meth:`publish` for a bare event: the publication id is the one of
+        the client publish being handled, or a new one."""
+
+
+class BrokerBase:
+    """What every broker shares: the publication id of the publish in progress."""
+
+    _current_id = 0
+
+    @contextmanager
+    def publishing(self, publication_id: int) -> Iterator[None]:
+        """Publications made inside carry ``publication_id``."""
+        outer, self._current_id = self._current_id, publication_id
+        try:
+            yield
+        finally:
+            self._current_id = outer
+
+    def publish_event(self, topic_uri: str, event: Any, exclude: Collection[str] = frozenset(),
+                      eligible: Collection[str] | None = None) -> int:
+        return self.publish(Publication.of(topic_uri, event, exclude, eligible, self._current_id))
+
+    def publish(self, publication: Publication) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 @implementer(IBroker)
-class LocalBroker:
+class LocalBroker(BrokerBase):
     """Deliver to the subscribers held by one :class:`TopicRegistry`."""
 
-    def __init__(self, registry: Any = None):
+    def __init__(self, registry: Any, metrics: Any = None):
         self.registry = registry
+        self.metrics = metrics
 
-    def publish(self, topic_uri: str, event: Any, exclude: Collection[str] = frozenset(),
-                eligible: Collection[str] | None = None) -> int:
-        topic = self.registry.topics.get(topic_uri)
+    def publish(self, publication: Publication) -> int:
+        topic = self.registry.topics.get(publication.topic)
         if topic is None:
             return 0
-        return topic.deliver(event, exclude, eligible)
+        n = topic.deliver(publication.event, publication.exclude, publication.eligible,
+                          publication.publication_id)
+        if self.metrics is not None:
+            self.metrics.counters["events_delivered"] += n
+        return n

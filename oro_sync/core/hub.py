@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from oro_sync.core.broker import IBroker, LocalBroker
-from oro_sync.core.outbox import Outbox
+from oro_sync.core.outbox import Outbox, WriterFactory
+from oro_sync.core.policy import SubscriptionDenied
+from oro_sync.core.publish import Publication
 from oro_sync.core.topic import SubscriptionLimitExceeded, Topic, TopicRegistry
 from oro_sync.logs import Logger, clip
 
@@ -13,37 +15,43 @@ from oro_sync.logs import Logger, clip
 class Hub:
     """Sessions, topics and the broker of one server node.
 
-    WAMP v1 and (later) WAMP v2 front ends attach their sessions here, so a
-    v1 browser and a v2 client subscribed to the same URI share one topic.
+    WAMP v1 and WAMP v2 front ends attach their sessions here, so a v1
+    browser and a v2 client subscribed to the same URI share one topic.
+
+    :param broker: makes the broker from the topic registry (the broker
+        delivers to the registry's topics; topics publish through it);
+        :class:`LocalBroker` by default.
+    :param writer: the outbox's writer factory (see :mod:`oro_sync.core.outbox`).
     """
 
     log = Logger()
 
-    def __init__(self, broker: IBroker | None = None, max_subscriptions: int = 0,
-                 clock: Any = None):
+    def __init__(self, broker: Callable[[TopicRegistry], IBroker] | None = None,
+                 max_subscriptions: int = 0, clock: Any = None,
+                 writer: WriterFactory | None = None, metrics: Any = None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.sessions: dict[str, Any] = {}
         #: Per-turn write batching for every front end's sessions.
-        self.outbox = Outbox(clock)
+        self.outbox = Outbox(clock, writer)
         self.topics = TopicRegistry(max_subscriptions=max_subscriptions)
-        if broker is None:
-            broker = LocalBroker(self.topics)
-        self.broker = broker
-        self.topics.broker = broker
+        self.broker: IBroker = (broker(self.topics) if broker is not None
+                                else LocalBroker(self.topics, metrics))
+        self.topics.broker = self.broker
 
     def attach(self, session: Any) -> None:
         self.sessions[session.session_id] = session
 
     def subscribe(self, session: Any, uri: str) -> Topic | None:
         """Subscribe ``session`` to ``uri``: the topic if newly subscribed,
-        None if it already was or is over its subscription limit (logged)."""
+        None if it already was.  Over its subscription limit, raises
+        :class:`SubscriptionDenied` (and logs it)."""
         try:
             return self.topics.subscribe(session, uri)
         except SubscriptionLimitExceeded as e:
             self.log.warn("{session} refused subscription to {topic}: {why}",
                           session=session.session_id, topic=clip(uri), why=str(e))
-            return None
+            raise SubscriptionDenied(str(e)) from None
 
     def detach(self, session: Any) -> list:
         """Forget ``session`` and remove it from every topic it was in."""
@@ -51,4 +59,5 @@ class Hub:
         return self.topics.leave_all(session)
 
     def publish(self, topic_uri: str, event: Any, exclude=frozenset(), eligible=None) -> int:
-        return self.broker.publish(topic_uri, event, exclude, eligible)
+        """Publish a server-side event (``eligible=None``: everyone)."""
+        return self.broker.publish(Publication.of(topic_uri, event, exclude, eligible))

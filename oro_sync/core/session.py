@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 from zope.interface import Attribute, Interface
 
-#: Turns (topic, event) into the bytes one front end writes to its peers.
-EventEncoder = Callable[[Any, Any], bytes]
+#: Turns (topic, event, publication id) into the bytes one front end writes
+#: to its peers; the id is 0 for node-local events (the encoder picks one).
+EventEncoder = Callable[[Any, Any, int], bytes]
 
 
 class ISession(Interface):
@@ -24,6 +25,8 @@ class ISession(Interface):
 
     def close(code: int, reason: str) -> None:
         """Close the connection with a WebSocket close code and reason."""
+
+    protocol = Attribute("The WebSocket subprotocol the session speaks ('wamp', 'wamp.2.json').")
 
 
 def new_session_id() -> str:

@@ -73,16 +73,19 @@ class Topic:
         exclude_set = frozenset(exclude) if exclude else frozenset()
         eligible_set = frozenset(eligible) if eligible else None
         if self.broker is not None:
-            self.broker.publish(self.uri, event, exclude_set, eligible_set)
+            self.broker.publish_event(self.uri, event, exclude_set, eligible_set)
         else:
             self.deliver(event, exclude_set, eligible_set)
 
     def deliver(self, event: Any, exclude: Collection[str] = frozenset(),
-                eligible: Collection[str] | None = None) -> int:
-        """Write ``event`` to this node's receivers; return how many got it."""
+                eligible: Collection[str] | None = None, publication_id: int = 0) -> int:
+        """Write ``event`` to this node's receivers; return how many got it.
+
+        ``publication_id`` 0 lets each front end's encoder pick a new one
+        (node-local events such as the keep-alive ping)."""
         count = 0
         for encode, members in list(self._groups.items()):
-            data = encode(self, event)
+            data = encode(self, event, publication_id)
             if eligible is None:
                 if not exclude or not any(sid in members for sid in exclude):
                     targets = list(members.values())  # a snapshot: a send may unsubscribe

@@ -9,10 +9,12 @@ directly, including by a property-based fuzz.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from typing import Any, Union
+
+from oro_sync.wamp.codec import JsonError, encode_json
+from oro_sync.wamp.codec import decode_json as _decode_json
+from oro_sync.wamp.rpc import ERROR_GENERIC, ERROR_INTERNAL, ERROR_URI_BASE  # noqa: F401
 
 # Message type ids (WAMP v1).
 WELCOME = 0
@@ -34,10 +36,7 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 
 # Error URIs (the AutobahnPython 0.8 conventions that WAMP v1 clients know).
-ERROR_URI_BASE = "http://api.wamp.ws/error#"
 ERROR_NO_SUCH_RPC_ENDPOINT = ERROR_URI_BASE + "NoSuchRPCEndpoint"
-ERROR_GENERIC = ERROR_URI_BASE + "generic"
-ERROR_INTERNAL = ERROR_URI_BASE + "internal"
 ERROR_INVALID_CALL = ERROR_URI_BASE + "invalidcall"
 
 _SERVER_TO_CLIENT = {WELCOME: "WELCOME", CALLRESULT: "CALLRESULT", CALLERROR: "CALLERROR", EVENT: "EVENT"}
@@ -103,41 +102,12 @@ class Publish:
 Message = Union[Prefix, Call, Subscribe, Unsubscribe, Publish]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"JSON does not allow {name}")
-
-
-def _finite_float(text: str) -> float:
-    # 1e400 is valid JSON, but Python reads it as inf, which JSON cannot carry back out.
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number {text[:20]} is out of range")
-    return value
-
-
-_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
 def decode_json(payload: bytes | str) -> Any:
     """Decode one JSON text strictly (no NaN/Infinity); raise ProtocolError."""
     try:
-        if isinstance(payload, (bytes, bytearray, memoryview)):
-            payload = bytes(payload).decode("utf-8")
-        return _decoder.decode(payload)
-    except (ValueError, RecursionError) as e:
-        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors.
-        raise ProtocolError(f"invalid JSON: {_short(e)}") from None
-
-
-def encode_json(value: Any) -> str:
-    """Encode compactly as strict JSON (what every WAMP client can parse)."""
-    return _encoder.encode(value)
-
-
-def _short(e: BaseException) -> str:
-    text = str(e) or e.__class__.__name__
-    return text if len(text) <= 80 else text[:77] + "..."
+        return _decode_json(payload)
+    except JsonError as e:
+        raise ProtocolError(e.reason) from None
 
 
 def _session_ids(value: Any, what: str) -> tuple[str, ...]:

@@ -1,8 +1,10 @@
 """WAMP v1 pub/sub in the AutobahnPython 0.8 style (the reference rules).
 
 Topics must be registered before clients can use them
-(:meth:`PubSubRegistry.registerForPubSub`); SUBSCRIBE and PUBLISH to
-anything else is silently ignored.  Handlers may refuse a subscription or
+(:meth:`PubSubRegistry.registerForPubSub`); a SUBSCRIBE to anything else is
+refused (:class:`SubscriptionDenied`: silence for WAMP v1, an ERROR for v2)
+and a PUBLISH is dropped.  This is the default policy of the server factory,
+for either WAMP version.  Handlers may refuse a subscription or
 rewrite (or drop) a published event.  Delivery follows the Autobahn profile
 (exclude the publisher by default, exclude list precedence, eligible
 intersection).
@@ -16,8 +18,9 @@ from typing import Any, Callable
 from oro_sync.logs import Logger
 from zope.interface import implementer
 
+from oro_sync.core.policy import IPubSubPolicy, SubscriptionDenied
 from oro_sync.core.profiles import autobahn_receivers
-from oro_sync.interfaces import IPubSubPolicy
+from oro_sync.core.publish import Publication, PublishRequest
 
 SUBSCRIBE = 1
 PUBLISH = 2
@@ -136,16 +139,16 @@ class AutobahnPubSub:
     def subscribe(self, session: Any, topic_uri: str) -> None:
         reg = self._lookup(session, topic_uri, SUBSCRIBE)
         if reg is None:
-            return
+            raise SubscriptionDenied(f"{topic_uri} is not registered for subscription")
         if reg.sub_handler is not None:
             prefix, suffix = _split(reg, topic_uri)
             try:
                 allowed = reg.sub_handler(prefix, suffix)
             except Exception:
                 self.log.failure("subscription handler failed for {topic}", topic=topic_uri)
-                return
+                raise SubscriptionDenied("the subscription handler failed") from None
             if not allowed:
-                return
+                raise SubscriptionDenied("refused by the subscription handler")
         topic = self.hub.subscribe(session, topic_uri)
         if topic is not None and self.observer is not None:
             self.observer.onClientSubscribed(session, topic_uri)
@@ -154,11 +157,12 @@ class AutobahnPubSub:
         if self.hub.topics.unsubscribe(session, topic_uri) is not None and self.observer is not None:
             self.observer.onClientUnsubscribed(session, topic_uri)
 
-    def publish(self, session: Any, topic_uri: str, message: Any) -> bool:
+    def publish(self, session: Any, request: PublishRequest) -> bool:
+        topic_uri = request.topic
         reg = self._lookup(session, topic_uri, PUBLISH)
         if reg is None:
             return False
-        event = message.event
+        event = request.event
         if reg.pub_handler is not None:
             prefix, suffix = _split(reg, topic_uri)
             try:
@@ -168,9 +172,9 @@ class AutobahnPubSub:
                 return False
             if event is None:
                 return False
-        exclude, eligible = autobahn_receivers(session.session_id, message.exclude_me,
-                                               message.exclude, message.eligible)
-        self.hub.broker.publish(topic_uri, event, exclude, eligible)
+        exclude, eligible = autobahn_receivers(session.session_id, request.exclude_me,
+                                               request.exclude, request.eligible)
+        self.hub.broker.publish(Publication(topic_uri, event, exclude, eligible, request.publication_id))
         return True
 
     def session_closed(self, session: Any) -> None:

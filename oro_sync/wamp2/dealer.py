@@ -7,9 +7,9 @@ INTERRUPT to the callee.  Server procedures (the 0.8-style RPC API) take
 precedence: a client cannot register a URI the server serves, nor one under
 the reserved ``wamp.`` prefix.
 
-Who may register is the factory's ``wamp2Registrations`` rule (by default
-only backends, as only backends may publish to Oro's routed topics); any
-session may call.  A callee that is a backend learns who called (caller
+Who may register is the router's ``may_register`` rule (injected by the
+server: by default only backends, as only backends may publish to Oro's
+routed topics); any session may call.  A callee that is a backend learns who called (caller
 session id, authid and authrole in the INVOCATION details); other callees
 do not, so users cannot see each other.
 
@@ -35,21 +35,6 @@ ERROR_PROCEDURE_EXISTS = "wamp.error.procedure_already_exists"
 ERROR_CANCELED = "wamp.error.canceled"
 ERROR_TOO_MANY_CALLS = "oro_sync.error.too_many_calls"
 ERROR_TOO_MANY_REGISTRATIONS = "oro_sync.error.too_many_registrations"
-
-#: ``wamp2Registrations`` values: who may REGISTER.
-REGISTRATION_RULES = ("nobody", "backends", "users", "everyone")
-
-
-def may_register(rule: str, identity: Any) -> bool:
-    backend = getattr(identity, "backend", False)
-    if rule == "everyone":
-        return True
-    if rule == "users":
-        return not getattr(identity, "anonymous", True) or backend
-    if rule == "backends":
-        return backend
-    return False
-
 
 class _Invocation:
     __slots__ = ("id", "caller", "request_id", "callee")
@@ -127,9 +112,9 @@ class Dealer:
         callee.invocations[inv.id] = inv
         self.in_flight += 1
         details = None
-        if getattr(callee.conn.identity, "backend", False):  # a trusted callee learns who called
-            identity = caller.conn.identity
-            details = {"caller": int(caller.conn.session_id), "caller_authid": identity.username,
+        if getattr(callee.identity, "backend", False):  # a trusted callee learns who called
+            identity = caller.identity
+            details = {"caller": int(caller.session_id), "caller_authid": identity.username,
                        "caller_authrole": "anonymous" if identity.anonymous else "user"}
         callee.send(m.invocation(inv.id, reg, msg.args, msg.kwargs, details))
         return True

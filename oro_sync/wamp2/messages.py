@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from oro_sync.wamp1.messages import ProtocolError as _V1ProtocolError
-from oro_sync.wamp1.messages import decode_json as _decode_json_v1
-from oro_sync.wamp1.messages import encode_json
+from oro_sync.wamp.codec import JsonError, encode_json
+from oro_sync.wamp.codec import decode_json as _decode_json
 
 __all__ = ["encode_json", "parse_message", "ProtocolError", "InvalidRequest"]
 
@@ -183,8 +182,8 @@ Message = Union[Hello, Abort, Goodbye, Error, Publish, Subscribe, Unsubscribe, C
 
 def decode_json(payload: bytes | str) -> Any:
     try:
-        return _decode_json_v1(payload)
-    except _V1ProtocolError as e:
+        return _decode_json(payload)
+    except JsonError as e:
         raise ProtocolError(e.reason) from None
 
 

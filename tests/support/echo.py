@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 
 from oro_sync.core.frames import OPCODE_BINARY, OPCODE_TEXT, frame
-from oro_sync.wamp1.factory import DEFAULT_MAX_MESSAGE_SIZE, WampServerFactory
+from oro_sync.websocket.factory import DEFAULT_MAX_MESSAGE_SIZE, WampServerFactory
 
 #: The Autobahn protocol options copied verbatim from WampServerFactory, so
 #: that the echo endpoint behaves like production on everything but the echo.

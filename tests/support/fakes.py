@@ -9,7 +9,7 @@ from zope.interface import implementer
 
 from oro_sync.core.session import ISession
 from oro_sync.identity import Identity
-from oro_sync.wamp1.protocol import encode_event
+from oro_sync.wamp1.session import encode_event
 
 
 @implementer(ISession)
@@ -55,3 +55,36 @@ class FakeSession:
 
 def user_session(session_id: str, user_id: int, username: str = "") -> FakeSession:
     return FakeSession(session_id, Identity.user(user_id, username or f"user{user_id}"))
+
+
+class V1FrontEnd:
+    """A policy as a WAMP v1 session drives it: a refused subscription is
+    rendered (Oro's denial text, if any, as a raw frame) and a parsed
+    PUBLISH becomes the core's PublishRequest.  Anything else is the
+    policy's own."""
+
+    def __init__(self, policy: Any):
+        self.policy = policy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+    def subscribe(self, session: Any, uri: str) -> Any:
+        """Returns the refusal (a SubscriptionDenied), or None."""
+        from oro_sync.core.frames import text_frame
+        from oro_sync.core.policy import SubscriptionDenied
+
+        try:
+            self.policy.subscribe(session, uri)
+        except SubscriptionDenied as e:
+            if e.notice is not None:
+                session.send_frame(text_frame(e.notice))
+            return e
+        return None
+
+    def publish(self, session: Any, uri: str, message: Any) -> bool:
+        from oro_sync.core.publish import PublishRequest, new_id
+
+        return self.policy.publish(session, PublishRequest(
+            uri, message.event, session.session_id, new_id(), exclude_me=message.exclude_me,
+            exclude_flag=message.flag_truthy, exclude=message.exclude, eligible=message.eligible))

@@ -1,4 +1,7 @@
-"""WAMP v1 RPC: registration in the AutobahnPython 0.8 style and error mapping.
+"""Server procedures: registration in the AutobahnPython 0.8 style and error mapping.
+
+Both WAMP versions call the same procedures; WAMP v2 maps the internal error
+URI to ``wamp.error.runtime_error``.
 
 Procedures are plain callables; results and errors may be Deferreds.  An
 exception maps to CALLERROR the way AutobahnPython 0.8 did it, so clients
@@ -16,7 +19,11 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from oro_sync.wamp1.messages import ERROR_GENERIC, ERROR_INTERNAL
+#: The error URIs of AutobahnPython 0.8 (WAMP v1's), which clients written
+#: against it know.
+ERROR_URI_BASE = "http://api.wamp.ws/error#"
+ERROR_GENERIC = ERROR_URI_BASE + "generic"
+ERROR_INTERNAL = ERROR_URI_BASE + "internal"
 
 _RPC_ATTR = "_oro_sync_rpc_id"
 

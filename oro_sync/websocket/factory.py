@@ -1,96 +1,76 @@
-"""The WAMP v1 server factory: AutobahnPython 0.8's public API on Autobahn 26.
+"""The WebSocket server factory: WAMP v1 and v2 on one port, one hub.
 
-A factory owns (or shares) a :class:`~oro_sync.core.hub.Hub`, an RPC
-registry and a pub/sub policy.  By default the policy is the WAMP v1
-reference one (:class:`~oro_sync.wamp1.pubsub.AutobahnPubSub`): register
-topics with :meth:`registerForPubSub` and clients can use them.  The Oro
-topic layer swaps in its router-driven policy instead.
+:class:`WampServerFactory` is built by the composition root
+(:mod:`oro_sync.server`) from finished parts: the hub, the pub/sub policy,
+the server's procedures, the handshake gate and the metrics, all passed to
+its constructor.  It keeps what concerns connections as a whole: counting
+(in total and per address), admission control on the listening port, and
+which WAMP session class serves which subprotocol.  It also offers
+AutobahnPython 0.8's server API (``registerForRpc``, ``registerForPubSub``,
+``dispatch``...) for programs that use oro-sync as a library.
 """
 
 from __future__ import annotations
 
-import types
-
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from autobahn.twisted.websocket import WebSocketServerFactory
-from oro_sync.logs import Logger
 
 from oro_sync import SERVER_IDENT
 from oro_sync.core.hub import Hub
-from oro_sync.wamp2.session import SUBPROTOCOL as WAMP2, Wamp2Router
-from oro_sync.wamp1.protocol import WampServerProtocol
+from oro_sync.core.metrics import Metrics
+from oro_sync.logs import Logger
+from oro_sync.wamp.contract import SessionServices
+from oro_sync.wamp.rpc import RpcRegistry
 from oro_sync.wamp1.pubsub import PUBLISH, SUBSCRIBE, AutobahnPubSub, PubSubRegistry
-from oro_sync.wamp1.rpc import RpcRegistry
+from oro_sync.wamp1.session import Wamp1Session
+from oro_sync.wamp2.router import Wamp2Router
+from oro_sync.wamp2.session import SUBPROTOCOL as WAMP2, Wamp2Session
+from oro_sync.websocket.connection import WampConnection
+from oro_sync.websocket.kernel_write import KernelWriter
+from oro_sync.websocket.limits import Limits
+from oro_sync.websocket.tuning import (
+    CLOSE_HANDSHAKE_TIMEOUT, protocol_with_options, skip_pformat_unless_debug)
 
 #: Default largest message a client may send (bytes); bigger ones close with 1009.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+WAMP1 = "wamp"
 
 
-@dataclass
-class Limits:
-    """What one client may cost the server.  0 disables a limit.
-
-    The defaults are safe for a public server and generous for Oro's use.
-    """
-
-    #: Concurrent connections in total / from one client address (HTTP 503 beyond).
-    max_connections: int = 0
-    max_connections_per_address: int = 0
-    #: Subscriptions one connection may hold (more are refused and logged).
-    max_subscriptions: int = 1000
-    #: PUBLISH messages per second per connection, and the burst allowed.
-    publish_rate: float = 0.0
-    publish_burst: int = 100
-    #: Bytes of events queued for a peer that stopped reading before it is cut off.
-    max_output_buffer: int = 4 * 1024 * 1024
-    #: WebSocket ping every N seconds; no pong within the timeout drops the peer.
-    auto_ping_interval: float = 30.0
-    auto_ping_timeout: float = 30.0
-    #: Seconds an opening handshake may take before the connection is dropped.
-    handshake_timeout: float = 10.0
-    #: Opening handshakes in progress before the server stops accepting new
-    #: connections (they wait in the kernel's listen queue, costing nothing)
-    #: until half of them are done; keeps a reconnect storm from stalling
-    #: delivery to the connected clients.
-    max_pending_handshakes: int = 64
-
-
-#: Seconds to wait for the peer's answer to our close frame before dropping
-#: TCP; it fires up to one second early (txaio's batched timers), so 2-3 s,
-#: inside the default shutdown_timeout of 3 s.
-CLOSE_HANDSHAKE_TIMEOUT = 3.0
-
-
-def _as_class_attr(value: Any) -> Any:
-    """A protocol option as a class attribute that reads back unchanged.
-
-    A plain function (``perMessageCompressionAccept`` is a lambda) would
-    become a method there and get the protocol as an extra first argument.
-    """
-    return staticmethod(value) if isinstance(value, types.FunctionType) else value
+def _backends_only(identity: Any) -> bool:
+    return bool(getattr(identity, "backend", False))
 
 
 class WampServerFactory(WebSocketServerFactory):
-    """Serves WAMP v1 over WebSocket (subprotocol ``wamp``).
+    """Serves WAMP v1 (``wamp``) and WAMP v2 (``wamp.2.json``) on one port.
 
     :param url: the WebSocket URL (``ws://host:port``), as for Autobahn.
-    :param hub: share sessions and topics with other front ends.
-    :param strictSubprotocol: refuse (HTTP 400) clients that do not offer
-        ``wamp``; by default they are served anyway, as GosWebSocketBundle did.
+    :param hub: the node's hub (a new one by default).
+    :param policy: the IPubSubPolicy; by default the WAMP v1 reference rules
+        (:class:`AutobahnPubSub`): topics registered with
+        :meth:`registerForPubSub` can be used.
+    :param pubsubRegistry: the topics :meth:`registerForPubSub` registers
+        (give the one your own policy reads).
+    :param metrics: where counters go (a new :class:`Metrics` by default).
+    :param strictSubprotocol: refuse (HTTP 400) clients that offer no
+        subprotocol; by default they get WAMP v1, as GosWebSocketBundle did.
     :param maxMessageSize: the largest client message in bytes (0 = no limit).
-    :param wamp2: also serve WAMP v2 clients (subprotocol ``wamp.2.json``).
+    :param wamp2: also serve WAMP v2 clients.
     :param wamp2Realms: the realms v2 clients may join (default: any).
-    :param wamp2Registrations: who may register procedures over WAMP v2:
-        ``nobody``, ``backends`` (default), ``users`` or ``everyone``.
+    :param mayRegister: ``may_register(identity) -> bool``: who may register
+        procedures over WAMP v2 (default: backends).
+    :param originPolicy: an OriginPolicy (None: any Origin).
+    :param authenticator: ``authenticate(request, session_id) -> Identity``
+        (or a Deferred); raising ConnectionDeny refuses the handshake.
     """
 
-    protocol = WampServerProtocol
+    protocol = WampConnection
     _log = Logger()  # not ``log``: that is Autobahn's own (txaio) logger
 
     def __init__(self, url: str | None = None, hub: Hub | None = None, *,
+                 policy: Any = None, pubsubRegistry: PubSubRegistry | None = None,
+                 metrics: Metrics | None = None,
                  strictSubprotocol: bool = False,
                  maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
                  maxPrefixes: int = 256,
@@ -100,46 +80,47 @@ class WampServerFactory(WebSocketServerFactory):
                  authenticator: Any = None,
                  wamp2: bool = True,
                  wamp2Realms: Any = None,
-                 wamp2Registrations: str = "backends",
+                 mayRegister: Callable[[Any], bool] = _backends_only,
                  reactor: Any = None, **kwargs: Any):
-        super().__init__(url, protocols=["wamp", WAMP2] if wamp2 else ["wamp"], server=serverIdent,
-                         reactor=reactor, **kwargs)
+        skip_pformat_unless_debug()
+        subprotocols = [WAMP1, WAMP2] if wamp2 else [WAMP1]
+        super().__init__(url, protocols=subprotocols, server=serverIdent, reactor=reactor, **kwargs)
         if reactor is None:
             from twisted.internet import reactor
-        #: The clock used for rate limits (a task.Clock in tests).
+        #: The clock used for rate limits and timers (a task.Clock in tests).
         self.clock = reactor
         self.limits = limits if limits is not None else Limits()
-        #: An OriginPolicy (None: any Origin, as a plain WAMP server).
+        self.metrics = metrics if metrics is not None else Metrics()
         self.originPolicy = originPolicy
-        #: ``authenticate(request, session_id) -> Identity`` (or a Deferred);
-        #: raising ConnectionDeny refuses the handshake.  None: anonymous.
         self.authenticator = authenticator
-        self.stats: Counter = Counter()
+        self.strictSubprotocol = strictSubprotocol
+        self.hub = hub if hub is not None else Hub(max_subscriptions=self.limits.max_subscriptions,
+                                                  clock=reactor, writer=KernelWriter,
+                                                  metrics=self.metrics)
+        self.rpc = RpcRegistry()
+        self.pubsub_registry = pubsubRegistry if pubsubRegistry is not None else PubSubRegistry()
+        self._policy = policy if policy is not None else AutobahnPubSub(
+            self.hub, self.pubsub_registry, observer=self)
+        self.services = SessionServices(self._policy, self.rpc, self.metrics, serverIdent, maxPrefixes)
+        #: Session class by subprotocol, in the server's order of listing.
+        self.sessionClasses: dict[str, type] = {WAMP1: Wamp1Session}
+        #: Served to a client that offers no subprotocol.
+        self.defaultSubprotocol = WAMP1
+        self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None,
+                                 may_register=mayRegister)
+        if wamp2:
+            self.sessionClasses[WAMP2] = Wamp2Session
         self._per_address: Counter = Counter()
         self._connections = 0
         #: The listening port, for admission control (set by whoever listens).
         self.listeningPort: Any = None
         self._pending_handshakes = 0
         self._accept_paused = False
-        self.hub = hub if hub is not None else Hub(max_subscriptions=self.limits.max_subscriptions,
-                                                  clock=reactor)
-        #: WebSocket subprotocols served, in the server's order of listing.
-        self.subprotocols: tuple[str, ...] = ("wamp", WAMP2) if wamp2 else ("wamp",)
-        #: What the WAMP v2 sessions of this factory share (ids, the EVENT encoder).
-        self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None,
-                                 registrations=wamp2Registrations)
-        self.rpc = RpcRegistry()
-        self.pubsub_registry = PubSubRegistry()
-        #: What SUBSCRIBE / UNSUBSCRIBE / PUBLISH do (an IPubSubPolicy).
-        self.pubsub: Any = AutobahnPubSub(self.hub, self.pubsub_registry, observer=self)
-        self.strictSubprotocol = strictSubprotocol
-        self.maxPrefixes = maxPrefixes
-        self.serverIdent = serverIdent
         self._session_observers: list[Any] = []
         self.noisy = False
+        lim = self.limits
         # Answer bad input with a close frame carrying a code and reason,
         # rather than Autobahn's default of dropping TCP (seen as 1006).
-        lim = self.limits
         # allowNullOrigin: let the origin policy (not Autobahn) decide on "null".
         self.setProtocolOptions(failByDrop=False, allowNullOrigin=True,
                                 maxMessagePayloadSize=maxMessageSize,
@@ -154,23 +135,29 @@ class WampServerFactory(WebSocketServerFactory):
                                 autoPingInterval=lim.auto_ping_interval,
                                 autoPingTimeout=lim.auto_ping_timeout)
 
+    @property
+    def pubsub(self) -> Any:
+        """What SUBSCRIBE / UNSUBSCRIBE / PUBLISH do (the IPubSubPolicy given
+        to the constructor; read-only, as the sessions share it)."""
+        return self._policy
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        """The WebSocket subprotocols served, in the server's order of listing."""
+        return tuple(self.sessionClasses)
+
+    def makeSession(self, session_class: type, conn: WampConnection) -> Any:
+        """The WAMP session of a connection that just opened."""
+        if session_class is Wamp2Session:
+            return Wamp2Session(conn, self.services, self.wamp2, conn.session_id, conn.identity)
+        return session_class(conn, self.services, conn.session_id, conn.identity)
+
     def setProtocolOptions(self, **options: Any) -> None:
         super().setProtocolOptions(**options)
-        self._share_protocol_options()
-
-    def _share_protocol_options(self) -> None:
-        """Put the protocol options on a protocol class of this factory.
-
-        Autobahn copies every option from the factory into each protocol
-        instance's ``__dict__`` unless the instance already has it; as class
-        attributes they are found there and shared, which saves about 2 KB
-        per connection.
-        """
         base = getattr(self, "_protocol_base", None)
         if base is None:
             base = self._protocol_base = self.protocol
-        attrs = {name: _as_class_attr(getattr(self, name)) for name in base.CONFIG_ATTRS if hasattr(self, name)}
-        self.protocol = type(base.__name__, (base,), {"__module__": base.__module__, **attrs})
+        self.protocol = protocol_with_options(base, self)
 
     # -- connection accounting ---------------------------------------------------
 
@@ -207,22 +194,21 @@ class WampServerFactory(WebSocketServerFactory):
             port.numberAccepts = max(1, limit - pending)
         if pending >= limit and not self._accept_paused:
             self._accept_paused = True
-            self.stats["accept_pauses"] += 1
+            self.metrics.counters["accept_pauses"] += 1
             port.stopReading()
         elif self._accept_paused and pending <= limit // 2:
             self._accept_paused = False
             if port.connected:
                 port.startReading()
 
-    def connectionRefusal(self, host: str) -> str | None:
-        """Why a new connection from ``host`` is over a limit, or None."""
+    def connectionRefusal(self, host: str) -> tuple[str, str] | None:
+        """(reason, text) when a new connection from ``host`` is over a limit, or None."""
         lim = self.limits
         if lim.max_connections and self._connections > lim.max_connections:
-            self.stats["refused_max_connections"] += 1
-            return f"server is at its limit of {lim.max_connections} connections"
+            return "max_connections", f"server is at its limit of {lim.max_connections} connections"
         if lim.max_connections_per_address and self._per_address[host] > lim.max_connections_per_address:
-            self.stats["refused_max_connections_per_address"] += 1
-            return f"at most {lim.max_connections_per_address} connections per client address"
+            return ("max_connections_per_address",
+                    f"at most {lim.max_connections_per_address} connections per client address")
         return None
 
     # -- sessions -------------------------------------------------------------
@@ -234,6 +220,7 @@ class WampServerFactory(WebSocketServerFactory):
 
     def sessionOpened(self, session: Any) -> None:
         self.hub.attach(session)
+        self.metrics.session_opened(session.protocol)
         for observer in self._session_observers:
             observer.sessionOpened(session)
 
@@ -243,6 +230,7 @@ class WampServerFactory(WebSocketServerFactory):
         except Exception:
             self._log.failure("pub/sub cleanup failed for {session}", session=session.session_id)
         self.hub.detach(session)
+        self.metrics.session_closed(session.protocol)
         for observer in self._session_observers:
             observer.sessionClosed(session)
 
@@ -252,7 +240,7 @@ class WampServerFactory(WebSocketServerFactory):
     def onClientUnsubscribed(self, session: Any, topicUri: str) -> None:
         """Called after a client unsubscribed or left (override to observe)."""
 
-    # -- RPC ------------------------------------------------------------------
+    # -- AutobahnPython 0.8's server API ---------------------------------------
 
     def registerForRpc(self, obj: Any, baseUri: str = "", methods: list | None = None) -> list[str]:
         return self.rpc.registerForRpc(obj, baseUri, methods)
@@ -262,8 +250,6 @@ class WampServerFactory(WebSocketServerFactory):
 
     def registerProcedureForRpc(self, uri: str, proc: Callable) -> None:
         self.rpc.registerProcedureForRpc(uri, proc)
-
-    # -- pub/sub --------------------------------------------------------------
 
     def registerForPubSub(self, topicUri: str, prefixMatch: bool = False,
                           pubsub: int = PUBLISH | SUBSCRIBE) -> None:
@@ -287,7 +273,7 @@ class WampServerFactory(WebSocketServerFactory):
         session ids or sessions.  Returns the number of local deliveries."""
         ex = frozenset(_sid(x) for x in exclude) if exclude else frozenset()
         el = frozenset(_sid(x) for x in eligible) if eligible is not None else None
-        return self.hub.broker.publish(topicUri, event, ex, el)
+        return self.hub.publish(topicUri, event, ex, el)
 
 
 def _sid(x: Any) -> str:

@@ -1,15 +1,19 @@
 """Oro's pub/sub: the router and topic handlers decide what clients' actions do.
 
-This is the :class:`~oro_sync.interfaces.IPubSubPolicy` of an Oro server
+This is the :class:`~oro_sync.core.policy.IPubSubPolicy` of an Oro server
 (GosWebSocketBundle's topic dispatcher, with its bugs fixed):
 
 - SUBSCRIBE to a routed channel adds the client to the topic, then runs the
-  route's handlers' ``onSubscribe`` in order (a handler may remove the client
-  to refuse it); periodic timers start with a topic's first subscriber.
+  route's handlers' ``onSubscribe`` in order; a handler refuses by raising
+  :class:`~oro_sync.core.policy.SubscriptionDenied` (or, as GosWebSocket
+  handlers did, by removing the client from the topic), which undoes the
+  subscription and reaches the front end; periodic timers start with a
+  topic's first subscriber.  An unrouted channel is refused the same way.
 - UNSUBSCRIBE (and disconnect) run ``onUnSubscribe``, then remove the client;
   a topic with no subscribers is dropped and its timers stopped.
 - PUBLISH runs ``onPublish`` with the Ratchet/Oro profile's exclude and
-  eligible lists; nothing is delivered unless a handler does it.
+  eligible lists; nothing is delivered unless a handler does it, and what
+  the handlers publish carries the client publish's publication id.
 - Unrouted channels are logged and do nothing; a handler exception is logged
   with the topic and event, the other handlers still run and the connection
   stays open.
@@ -21,11 +25,13 @@ from typing import Any, Callable
 
 from zope.interface import implementer
 
+from oro_sync.core.policy import IPubSubPolicy, SubscriptionDenied
 from oro_sync.core.profiles import ratchet_eligible, ratchet_exclude
+from oro_sync.core.publish import PublishRequest
 from oro_sync.core.topic import Topic
-from oro_sync.interfaces import IPubSubPolicy, IPushableTopic, ITopicPeriodicTimer
+from oro_sync.interfaces import IPushableTopic, ITopicPeriodicTimer
 from oro_sync.logs import Logger, clip
-from oro_sync.routing import Router, RoutingError, WampRequest
+from oro_sync.oro.routing import Router, RoutingError, WampRequest
 
 
 @implementer(IPubSubPolicy)
@@ -36,8 +42,10 @@ class OroPubSub:
 
     def __init__(self, hub: Any, router: Router, handlers: dict[str, Any],
                  may_publish: Callable[[Any, WampRequest], bool] | None = None,
-                 observer: Any = None):
+                 observer: Any = None, metrics: Any = None):
         self.hub = hub
+        #: Counts handler errors (an oro_sync.core.metrics.Metrics), if set.
+        self.metrics = metrics
         #: Gets onClientSubscribed/onClientUnsubscribed(session, uri), if set.
         self.observer = observer
         self.router = router
@@ -62,17 +70,21 @@ class OroPubSub:
         if request is None:
             self.log.info("{session} subscribed to unrouted topic {topic}: ignored",
                           session=session.session_id, topic=clip(topic_uri))
-            return
-        topic = self.hub.subscribe(session, topic_uri)
+            raise SubscriptionDenied(f"no route for {clip(topic_uri)}")
+        topic = self.hub.subscribe(session, topic_uri)  # SubscriptionDenied over the limit
         if topic is None:
-            return  # already subscribed, or over the limit
+            return  # already subscribed
         handlers = self.handlers_for(request)
         for handler in handlers:
-            self._call(handler, "onSubscribe", topic, topic_uri, None, session, topic, request)
-            if session.session_id not in topic.subscribers:
-                # Refused by this handler: undo the subscription everywhere.
+            try:
+                self._call(handler, "onSubscribe", topic, topic_uri, None, session, topic, request)
+            except SubscriptionDenied:
                 self.hub.topics.forget(session, topic)
-                return
+                raise
+            if session.session_id not in topic.subscribers:
+                # Removed by the handler (the GosWebSocket way): undo it everywhere.
+                self.hub.topics.forget(session, topic)
+                raise SubscriptionDenied(f"{handler.getName()} refused the subscription")
         for handler in handlers:
             if ITopicPeriodicTimer.providedBy(handler):
                 self._call(handler, "registerPeriodicTimer", topic, topic_uri, None, topic)
@@ -90,7 +102,8 @@ class OroPubSub:
         if self.hub.topics.unsubscribe(session, topic_uri) is not None and self.observer is not None:
             self.observer.onClientUnsubscribed(session, topic_uri)
 
-    def publish(self, session: Any, topic_uri: str, message: Any) -> bool:
+    def publish(self, session: Any, publish: PublishRequest) -> bool:
+        topic_uri = publish.topic
         request = self.router.match(topic_uri)
         if request is None:
             self.log.info("{session} published to unrouted topic {topic}: dropped",
@@ -105,11 +118,13 @@ class OroPubSub:
         # The publisher need not be subscribed; a topic nobody is in still
         # reaches other nodes through the broker.
         topic = self.hub.topics.get(topic_uri) or Topic(topic_uri, self.hub.broker)
-        exclude = ratchet_exclude(session.session_id, message.exclude, message.flag_truthy)
-        eligible = ratchet_eligible(message.eligible)
-        for handler in self.handlers_for(request):
-            self._call(handler, "onPublish", topic, topic_uri, message.event,
-                       session, topic, request, message.event, exclude, eligible)
+        exclude = ratchet_exclude(session.session_id, publish.exclude, publish.exclude_flag)
+        eligible = ratchet_eligible(publish.eligible)
+        event = publish.event
+        with self.hub.broker.publishing(publish.publication_id):
+            for handler in self.handlers_for(request):
+                self._call(handler, "onPublish", topic, topic_uri, event,
+                           session, topic, request, event, exclude, eligible)
         return True
 
     def session_closed(self, session: Any) -> None:
@@ -151,6 +166,10 @@ class OroPubSub:
     def _call(self, handler: Any, method: str, topic: Any, uri: str, event: Any, *args: Any) -> None:
         try:
             getattr(handler, method)(*args)
+        except SubscriptionDenied:
+            raise
         except Exception:
+            if self.metrics is not None:
+                self.metrics.counters["handler_errors"] += 1
             self.log.failure("{handler}.{method} failed on topic {topic} (event: {event!r})",
                              handler=handler.getName(), method=method, topic=uri, event=event)

@@ -6,7 +6,7 @@
         oro_sync.websocket_ping.interval: 50
     services:
         oro_sync.topic.websocket_ping:
-            class: oro_sync.topics.WebsocketPingTopic
+            class: oro_sync.oro.topics.WebsocketPingTopic
             arguments: ['oro_sync.ping', '@logger', '%oro_sync.websocket_ping.interval%']
 
 ``class`` is a dotted path; ``arguments`` (a list, or a mapping of keyword

@@ -1,0 +1,361 @@
+"""One client connection: the WebSocket side of a WAMP session.
+
+:class:`WampConnection` is the only Autobahn protocol of the server.  It
+runs the handshake gate (connection limits, Origin, subprotocol choice, the
+ticket check), creates the WAMP v1 or v2 session for the negotiated
+subprotocol and hands it every message (:mod:`oro_sync.wamp.contract`).  It
+owns everything between the session and the socket: the per-turn event
+queue (the hub's outbox), output holding, flow control and the
+slow-consumer cut-off, the publish rate, and closing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from oro_sync.auth.origins import fix_schemeless_origin
+from oro_sync.core.outbox import PeerQueue
+from oro_sync.identity import Identity
+from oro_sync.logs import Logger
+from oro_sync.wamp.contract import IConnection
+from oro_sync.websocket.api08 import PerConnectionRegistrations
+from oro_sync.websocket.kernel_write import batches, buffered_bytes
+from oro_sync.websocket.limits import TokenBucket
+
+_OPEN = WebSocketServerProtocol.STATE_OPEN
+
+
+@implementer(IConnection, IPushProducer)
+class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
+    """A WebSocket connection carrying one WAMP v1 or v2 session.
+
+    It is also the push producer of its transport: while the peer does not
+    read and the buffers are full, Twisted calls ``pauseProducing`` on every
+    further write, and a periodic check runs while paused; past the
+    factory's output buffer limit the connection is aborted (a slow consumer
+    must not grow the server's memory without bound).
+    """
+
+    # Not ``log``: that would shadow the txaio logger Autobahn's own code
+    # uses, turning its many debug calls per connection into real events.
+    _log = Logger()
+
+    #: The WAMP session (an IWampSession and the core's ISession), once open.
+    session: Any = None
+    identity: Any = None
+    session_id: str = ""
+    _session_class: Any = None
+    _publish_bucket: TokenBucket | None = None
+    _throttled = False
+    _paused_check: Any = None
+    _ready_timer: Any = None
+    _peer_host = ""
+    _origin_fixed = False
+    _handshaking = False
+    #: True from session_ready() until the session left the hub.
+    _session_open = False
+    #: This session's events of the current reactor turn (see oro_sync.core.outbox).
+    _queue: PeerQueue | None = None
+    # Output holding (see hold_output).
+    _hold: list[bytes] | None = None
+    _queued_before_hold: list[bytes] | None = None
+
+    @property
+    def clock(self) -> Any:
+        return self.factory.clock
+
+    # -- connection and handshake ----------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._peer_host = getattr(self.transport.getPeer(), "host", "")
+        self.factory.connectionCounted(self._peer_host, +1)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.connectionCounted(self._peer_host, -1)
+        self._handshake_done()
+        super().connectionLost(reason)
+
+    def _handshake_done(self) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            self.factory.handshakeEnded()
+
+    def processHandshake(self) -> Any:
+        if not self._origin_fixed:
+            end = self.data.find(b"\r\n\r\n")
+            if end >= 0:
+                self._origin_fixed = True
+                self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
+        return super().processHandshake()
+
+    def _refuse(self, reason: str, status: int, why: str) -> None:
+        self.factory.metrics.refused(reason)
+        self._log.warn("refusing {peer}: {why}", peer=self.peer, why=why)
+        raise ConnectionDeny(status, why)
+
+    def onConnect(self, request: Any) -> Any:
+        # Counted from a complete upgrade request (the costly part is the
+        # ticket check): idle or trickling sockets cannot fill the budget of
+        # pending handshakes and pause accept() for everyone; the handshake
+        # timeout drops them.
+        self._handshaking = True
+        factory = self.factory
+        factory.handshakeStarted()
+        refusal = factory.connectionRefusal(self._peer_host)
+        if refusal is not None:
+            self._refuse(refusal[0], ConnectionDeny.SERVICE_UNAVAILABLE, refusal[1])
+        if factory.originPolicy is not None:
+            why = factory.originPolicy.check(request.headers.get("origin"))
+            if why is not None:
+                self._refuse("origin", ConnectionDeny.FORBIDDEN, why)
+        # The client's first choice among those we speak (its order is its preference).
+        protocol = next((p for p in request.protocols if p in factory.sessionClasses), None)
+        if protocol is None and factory.strictSubprotocol:
+            self.factory.metrics.refused("subprotocol")
+            raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
+                                 "this server speaks WAMP v1 and v2: offer the WebSocket subprotocol "
+                                 + " or ".join(f'"{p}"' for p in factory.sessionClasses))
+        self._session_class = factory.sessionClasses[protocol or factory.defaultSubprotocol]
+        self.session_id = self._session_class.new_session_id()
+        if factory.authenticator is None:
+            return protocol
+        d = maybeDeferred(factory.authenticator.authenticate, request, self.session_id)
+
+        def authenticated(identity: Any) -> Any:
+            self.identity = identity
+            return protocol
+
+        def refused(failure: Any) -> Any:
+            if failure.check(ConnectionDeny):
+                factory.metrics.refused("ticket" if failure.value.code == ConnectionDeny.FORBIDDEN
+                                        else "authentication_unavailable")
+            return failure
+
+        return d.addCallbacks(authenticated, refused)
+
+    def succeedHandshake(self, res: Any) -> Any:
+        # An asynchronous authenticate() may finish after the peer left or the
+        # opening-handshake timeout dropped it: then there is nothing to open.
+        if self.state != self.STATE_CONNECTING:
+            return None
+        return super().succeedHandshake(res)
+
+    def onOpen(self) -> None:
+        self._handshake_done()
+        factory = self.factory
+        if self.identity is None:
+            self.identity = Identity.anonymous_for(self.session_id)
+        limits = factory.limits
+        if limits.publish_rate:
+            self._publish_bucket = TokenBucket(limits.publish_rate, limits.publish_burst, factory.clock)
+        if limits.max_output_buffer:
+            self.transport.registerProducer(self, True)
+        if batches(self.transport):  # the fan-out fast path
+            self._queue = factory.hub.outbox.queue_for(self.transport)
+        self._forget_handshake()
+        self.session = factory.makeSession(self._session_class, self)
+        self.session.open()
+        if not self._session_open and limits.handshake_timeout:
+            self._ready_timer = factory.clock.callLater(limits.handshake_timeout, self._not_ready)
+
+    def _not_ready(self) -> None:
+        self._ready_timer = None
+        if self.state == _OPEN and not self._session_open:
+            reason = self.session.ready_timeout_reason
+            self._log.info("{peer}: {why}: closing", peer=self.peer, why=reason)
+            self.close(1000, reason)
+
+    def _cancel_ready_timer(self) -> None:
+        if self._ready_timer is not None:
+            if self._ready_timer.active():
+                self._ready_timer.cancel()
+            self._ready_timer = None
+
+    #: Handshake leftovers Autobahn keeps for the connection's lifetime; an
+    #: idle connection is cheaper without them (class-level None stays).
+    _HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_line",
+                            "_wskey", "websocket_extensions")
+    http_request_data = http_response_data = http_status_line = _wskey = None
+    websocket_extensions: Any = None
+
+    def _forget_handshake(self) -> None:
+        pop = self.__dict__.pop
+        for name in self._HANDSHAKE_LEFTOVERS:
+            pop(name, None)
+
+    # -- IConnection -----------------------------------------------------------
+
+    def session_ready(self) -> None:
+        self._cancel_ready_timer()
+        session = self.session
+        session.send_frame = self._queue.send if self._queue is not None else self._write_now
+        self._session_open = True
+        self.factory.sessionOpened(session)
+        self.onSessionOpen()
+
+    def onSessionOpen(self) -> None:
+        """Override to register per-connection RPC or pub/sub, as in AutobahnPython 0.8."""
+
+    def send_message(self, data: bytes, binary: bool = False) -> None:
+        if self.state == _OPEN:
+            self.factory.metrics.counters["messages_out"] += 1
+            self.sendMessage(data, binary)
+
+    def allow_publish(self) -> bool:
+        bucket = self._publish_bucket
+        if bucket is None or bucket.take():
+            self._throttled = False
+            return True
+        self.factory.metrics.counters["publishes_throttled"] += 1
+        if not self._throttled:
+            self._throttled = True
+            self._log.warn("{peer} ({session}) publishes faster than {rate}/s: dropping",
+                           peer=self.peer, session=self.session_id, rate=bucket.rate)
+        return False
+
+    def hold_output(self) -> list[bytes]:
+        """Keep every frame for this peer (events and other writes), in order,
+        until :meth:`release_output`; returns the list they go to.
+
+        Events reach the peer queue's ``send`` (what topics hold), so the
+        queue's list itself is swapped for the hold list: no check is added
+        to the per-delivery path."""
+        self._hold = hold = []
+        if self._queue is not None:
+            self._queued_before_hold, self._queue.frames = self._queue.frames, hold
+        return hold
+
+    def release_output(self, held: list[bytes]) -> None:
+        if self._hold is not None and self._queue is not None:
+            self._queue.frames = self._queued_before_hold
+            self._queued_before_hold = None
+        self._hold = None
+        for data in held:
+            if self._queue is not None:
+                self._queue.send(data)
+            else:
+                self.transport.write(data)
+
+    def _write_now(self, data: bytes) -> None:
+        """``send_frame`` for transports without an outbox queue."""
+        if self._hold is not None:
+            self._hold.append(data)
+        else:
+            self.transport.write(data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Every other write (WELCOME, RPC results, pings, the close frame)
+        # goes after the events queued before it.
+        if self._hold is not None:
+            self._hold.append(data)
+            return
+        queue = self._queue
+        if queue is not None and queue.frames:
+            queue.flush()
+        super().sendData(data, sync, chopsize)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with any WebSocket code (Autobahn's sendClose allows only
+        1000 and 3000-4999; the failure path sends the given code)."""
+        if code == 1000 or 3000 <= code <= 4999:
+            self.sendClose(code, reason.encode("utf-8")[:123].decode("utf-8", "ignore"))
+        else:
+            self._fail_connection(code, reason)
+
+    # -- flow control (IPushProducer: the transport says when it is full) ------
+
+    def pauseProducing(self) -> None:
+        # Twisted calls this on every write while the buffer is full: with the
+        # outbox that is once per reactor turn for a lagging peer, whatever
+        # the number of events, so the buffer is measured every time.
+        if self._over_output_limit():
+            self._slow_consumer()
+        elif self._paused_check is None:
+            # Some transports (TLS) pause only once: keep checking while paused.
+            self._paused_check = self.factory.clock.callLater(1.0, self._check_paused)
+
+    def resumeProducing(self) -> None:
+        self._cancel_paused_check()
+
+    def stopProducing(self) -> None:
+        self._cancel_paused_check()
+
+    def _check_paused(self) -> None:
+        self._paused_check = None
+        if self._over_output_limit():
+            self._slow_consumer()
+        else:
+            self._paused_check = self.factory.clock.callLater(1.0, self._check_paused)
+
+    def _cancel_paused_check(self) -> None:
+        if self._paused_check is not None:
+            if self._paused_check.active():
+                self._paused_check.cancel()
+            self._paused_check = None
+
+    def _over_output_limit(self) -> bool:
+        return buffered_bytes(self.transport) > self.factory.limits.max_output_buffer
+
+    def _slow_consumer(self) -> None:
+        self._cancel_paused_check()
+        self._log.warn("{peer} ({session}) does not read its events: closing "
+                       "(over {limit} bytes queued)", peer=self.peer, session=self.session_id,
+                       limit=self.factory.limits.max_output_buffer)
+        self.factory.metrics.counters["slow_consumers_closed"] += 1
+        if self._queue is not None:
+            self._queue.discard()
+        self._leave()  # no more events are queued for it from now on
+        self.wasClean = False
+        self.wasNotCleanReason = "slow consumer: output buffer limit exceeded"
+        self.dropConnection(abort=True)
+
+    # -- incoming messages -------------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        # Autobahn still delivers messages while CLOSING: a session that was
+        # sent a close frame (or cut off) gets nothing more.
+        if self.state != _OPEN or self.session is None or self._left:
+            return
+        self.factory.metrics.counters["messages_in"] += 1
+        try:
+            self.session.receive(payload, isBinary)
+        except Exception:
+            # A bug behind the session must cost this connection at most, never the server.
+            self._log.failure("{session}: failed to handle a message", session=self.session_id)
+            self.close(1011, "internal error")
+
+    # -- closing -------------------------------------------------------------------
+
+    _left = False
+
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
+                       isReply: bool = False) -> None:
+        # After a close frame no data frame may follow (RFC 6455, 5.5.1):
+        # leave every topic before sending it.
+        if self.state == _OPEN:
+            self._leave()
+        super().sendCloseFrame(code, reasonUtf8, isReply)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self._cancel_paused_check()
+        self._cancel_ready_timer()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._left = True
+        if self._session_open:
+            self._session_open = False
+            session = self.session
+            try:
+                session.closed()
+            except Exception:  # the session must leave the hub whatever happens
+                self._log.failure("{session}: session cleanup failed", session=self.session_id)
+            session.__dict__.pop("send_frame", None)  # back to the no-op method
+            self.factory.sessionClosed(session)
