@@ -51,19 +51,20 @@ def build_origin_policy(settings: dict[str, Any]) -> Any:
 
 
 def build_user_provider(settings: Any, base: str) -> Any:
-    from oro_sync.auth import providers
+    from oro_sync.auth.sql_users import sql_user_provider_from_url
+    from oro_sync.auth.yaml_users import YamlUserProvider
 
     if settings is None:
-        return providers.YamlUserProvider({"users": []})
+        return YamlUserProvider({"users": []})
     if not isinstance(settings, dict) or len(settings) != 1 or not set(settings) <= {"file", "url"}:
         raise ConfigError("auth.users must be {file: users.yml} or {url: postgresql://...}")
     if "file" in settings:
         try:
-            return providers.YamlUserProvider(resolve_path(str(settings["file"]), base))
+            return YamlUserProvider(resolve_path(str(settings["file"]), base))
         except (OSError, ValueError) as e:
             raise ConfigError(f"auth.users.file: {e}") from None
     try:
-        return providers.sql_user_provider_from_url(str(settings["url"]))
+        return sql_user_provider_from_url(str(settings["url"]))
     except ValueError as e:
         raise ConfigError(f"auth.users.url: {e}") from None
 
