@@ -26,7 +26,7 @@ from oro_sync.auth.tickets import (
     merge_password_and_salt, parse_created, parse_ticket, issue_ticket,
 )
 from oro_sync.auth.verifier import (
-    IDigestPool, InlineDigestPool, OutcomeCache, ProcessDigestPool, TicketVerifier,
+    IDigestPool, InlineDigestPool, ProcessDigestPool, TicketVerifier,
 )
 from oro_sync.identity import Identity
 
@@ -528,7 +528,7 @@ class NonceStoreTests(unittest.TestCase):
         self.assertIn("99", store)
         store.consume("new", expires_at=T0 + 1000, now=T0 + 200)
         self.assertEqual(len(store), 1)
-        self.assertEqual(len(store._heap), 1)
+        self.assertEqual(len(store._used._heap), 1)
 
     def test_bounded(self) -> None:
         store = NonceStore(max_entries=3)
@@ -552,28 +552,6 @@ class NonceStoreTests(unittest.TestCase):
         bad = encode("x" * 88, "", "feedfacefeedface", datetime.fromtimestamp(T0, timezone.utc).isoformat())
         self.assertRaises(TicketError, check_ticket, bad, SECRET, Lookup(), now=T0, nonce_store=store)
         self.assertNotIn("\x00feedfacefeedface", store)
-
-
-class OutcomeCacheTests(unittest.TestCase):
-    def test_expiry_and_bound(self) -> None:
-        cache = OutcomeCache(max_entries=2)
-        cache.put("a", 1, expires_at=T0 + 10, now=T0)
-        cache.put("b", 2, expires_at=T0 + 20, now=T0)
-        self.assertEqual(cache.get("a", T0 + 1), 1)  # "a" now most recent
-        cache.put("c", 3, expires_at=T0 + 30, now=T0 + 2)  # evicts "b"
-        self.assertIsNone(cache.get("b", T0 + 2))
-        self.assertEqual(cache.get("c", T0 + 2), 3)
-        self.assertIsNone(cache.get("a", T0 + 10))  # expired
-        self.assertEqual(len(cache), 1)
-        cache.put("d", 4, expires_at=T0, now=T0 + 1)  # already expired: not stored
-        self.assertIsNone(cache.get("d", T0 + 1))
-
-    def test_heap_stays_bounded(self) -> None:
-        cache = OutcomeCache(max_entries=4)
-        for i in range(1000):
-            cache.put(str(i), i, expires_at=T0 + 300, now=T0)
-        self.assertEqual(len(cache), 4)
-        self.assertLessEqual(len(cache._heap), 2 * 4 + 64 + 1)
 
 
 class VerifierTests(unittest.TestCase):
@@ -736,6 +714,7 @@ class VerifierTests(unittest.TestCase):
     def test_validation(self) -> None:
         self.assertRaises(ValueError, self.make, ttl=0)
         self.assertRaises(ValueError, self.make, leeway=-1)
+        self.assertRaises(ValueError, self.make, cache_size=0)
         verifier = self.make(ttl=10, leeway=5)
         self.successResultOf(verifier.verify(issue_ticket(SECRET, now=T0 + 5)))
         self.assertEqual(self.reason(verifier.verify(issue_ticket(SECRET, now=T0 - 11))), EXPIRED)

@@ -38,7 +38,6 @@ lookup after a restart succeeds.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
@@ -48,6 +47,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from oro_sync.auth.expiring import ExpiringMap
 from oro_sync.auth.interfaces import (
     IUserProvider, UserLookupError, UserRecord, usable_lookup_key,
 )
@@ -60,47 +60,8 @@ __all__ = ["SqlUserProvider", "sql_user_provider_from_url"]
 log = Logger(namespace=__name__)
 
 
+#: Cached misses are ``None``, so "not cached" needs its own marker.
 _MISSING = object()
-
-
-class _TtlCache:
-    """A small LRU map whose entries also expire.
-
-    Bounded so that a flood of tickets naming random users cannot grow
-    memory without limit (misses are cached too).
-    """
-
-    def __init__(self, max_size: int):
-        self.max_size = max_size
-        self._data: OrderedDict[str, tuple[Any, float]] = OrderedDict()
-
-    def get(self, key: str, now: float) -> Any:
-        entry = self._data.get(key)
-        if entry is None:
-            return _MISSING
-        value, expires = entry
-        if now >= expires:
-            del self._data[key]
-            return _MISSING
-        self._data.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: Any, expires: float) -> None:
-        if self.max_size <= 0:
-            return
-        self._data[key] = (value, expires)
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_size:
-            self._data.popitem(last=False)
-
-    def pop(self, key: str) -> None:
-        self._data.pop(key, None)
-
-    def clear(self) -> None:
-        self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?\Z")
@@ -173,7 +134,7 @@ class SqlUserProvider:
         self._clock: IReactorTime = clock if clock is not None else reactor
         self.cache_ttl = float(cache_ttl)
         self.miss_ttl = float(miss_ttl)
-        self._cache = _TtlCache(cache_size)
+        self._cache: ExpiringMap[str, UserRecord | None] = ExpiringMap(cache_size, self._clock)
         self._inflight: dict[str, list[Deferred[UserRecord | None]]] = {}
         self._closed = False
         self.description = description or dbapi_name
@@ -224,7 +185,7 @@ class SqlUserProvider:
         key = username_or_email
         if not usable_lookup_key(key):
             return succeed(None)
-        cached = self._cache.get(key, self._clock.seconds())
+        cached = self._cache.get(key, default=_MISSING)
         if cached is not _MISSING:
             self.stats["hits"] += 1
             return succeed(cached)

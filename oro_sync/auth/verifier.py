@@ -24,10 +24,8 @@ anonymous identity is named after) exists.  Call
 
 from __future__ import annotations
 
-import heapq
 import multiprocessing
 import os
-from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
@@ -39,6 +37,7 @@ from oro_sync.logs import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from oro_sync.auth.expiring import ExpiringMap
 from oro_sync.auth.interfaces import IUserProvider, UserRecord
 from oro_sync.auth.tickets import (
     BAD_DIGEST, DEFAULT_TTL, UNKNOWN_USER, NonceStore, ParsedTicket, TicketError,
@@ -47,7 +46,7 @@ from oro_sync.auth.tickets import (
 )
 
 __all__ = [
-    "IDigestPool", "InlineDigestPool", "OutcomeCache", "ProcessDigestPool",
+    "IDigestPool", "InlineDigestPool", "ProcessDigestPool",
     "TicketError", "TicketVerifier", "VerifiedTicket",
 ]
 
@@ -245,54 +244,6 @@ class _CachedRefusal(NamedTuple):
     detail: str
 
 
-class OutcomeCache:
-    """Ticket outcomes by canonical ticket, until the ticket expires.
-
-    Bounded: at ``max_entries`` the least recently used entry goes.  Expired
-    entries are dropped through an expiry heap, so pruning is cheap.
-    """
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be positive")
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self._heap: list[tuple[float, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def prune(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            expires_at, key = heapq.heappop(heap)
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == expires_at:
-                del self._entries[key]
-        if len(heap) > 2 * self.max_entries + 64:
-            # Stale heap items of LRU-evicted keys: rebuild.
-            self._heap = [(exp, key) for key, (exp, _) in self._entries.items()]
-            heapq.heapify(self._heap)
-
-    def get(self, key: str, now: float) -> Any:
-        self.prune(now)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: str, outcome: Any, expires_at: float, now: float) -> None:
-        self.prune(now)
-        if expires_at <= now:
-            return
-        self._entries.pop(key, None)
-        while len(self._entries) >= self.max_entries:
-            self._entries.popitem(last=False)
-        self._entries[key] = (expires_at, outcome)
-        heapq.heappush(self._heap, (expires_at, key))
-
-
 class TicketVerifier:
     """Checks Oro sync tickets for the WebSocket server.
 
@@ -334,7 +285,11 @@ class TicketVerifier:
         self._clock = clock
         self._owns_pool = pool is None
         self._pool: IDigestPool = pool if pool is not None else ProcessDigestPool()
-        self._cache = OutcomeCache(cache_size)
+        if cache_size < 1:
+            raise ValueError("cache_size must be positive")
+        # Outcomes by canonical ticket until the ticket expires; least
+        # recently used first out when full.
+        self._cache: ExpiringMap[str, VerifiedTicket | _CachedRefusal] = ExpiringMap(cache_size)
         self._nonces = nonce_store if nonce_store is not None else NonceStore()
         self._inflight: dict[str, list[Deferred]] = {}
         #: Counters for metrics and tests.
@@ -356,7 +311,7 @@ class TicketVerifier:
             self._log_refusal(e, None)
             return fail(e)
         key = parsed.key
-        cached = self._cache.get(key, now)
+        cached = self._cache.get(key, now=now)
         if cached is not None:
             self.cache_hits += 1
             if isinstance(cached, _CachedRefusal):
@@ -430,11 +385,11 @@ class TicketVerifier:
                     # Deterministic and expensive: remember it.  Unknown users
                     # are not cached (cheap, and the user may appear).
                     self._cache.put(key, _CachedRefusal(error.reason, error.detail),
-                                    expires_at, now)
+                                    expires_at, now=now)
             else:
                 log.failure("Sync ticket verification failed", result)
         else:
-            self._cache.put(key, result, expires_at, now)
+            self._cache.put(key, result, expires_at, now=now)
         for waiter in waiters:
             if waiter.called:  # cancelled
                 continue
