@@ -25,9 +25,8 @@ from oro_sync.auth.tickets import (
     VerifiedTicket, check_created, check_ticket, compute_digest,
     merge_password_and_salt, parse_created, parse_ticket, issue_ticket,
 )
-from oro_sync.auth.verifier import (
-    IDigestPool, InlineDigestPool, ProcessDigestPool, TicketVerifier,
-)
+from oro_sync.auth.digest_pool import IDigestPool, InlineDigestPool, ProcessDigestPool
+from oro_sync.auth.verifier import TicketVerifier
 from oro_sync.identity import Identity
 
 
