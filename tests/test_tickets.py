@@ -26,7 +26,7 @@ from oro_sync.auth.tickets import (
     merge_password_and_salt, parse_created, parse_ticket, issue_ticket,
 )
 from oro_sync.auth.digest_pool import IDigestPool, InlineDigestPool, ProcessDigestPool
-from oro_sync.auth.verifier import TicketVerifier
+from oro_sync.auth.verifier import TicketVerifier, VerifierService
 from oro_sync.identity import Identity
 
 
@@ -874,3 +874,60 @@ class ProcessPoolTests(unittest.TestCase):
         self.assertFalse(pool.running)
         digest = yield pool.compute("n", "c", "p", SECRET)
         self.assertEqual(digest, compute_digest("n", "c", "p", SECRET))
+
+
+class VerifierServiceTests(unittest.TestCase):
+    """VerifierService: the digest workers started and stopped as a service."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_starts_and_stops_workers_in_a_multiservice(self):
+        from twisted.application.service import MultiService
+
+        verifier = TicketVerifier(SECRET, MemoryUsers(ADMIN), workers=1)
+        self.addCleanup(verifier.shutdown)
+        service = VerifierService(verifier)
+        parent = MultiService()
+        service.setServiceParent(parent)
+        early = service.when_ready()  # asked before the start: still told
+        self.assertNoResult(early)
+        parent.startService()
+        self.assertIsNone((yield early))
+        self.assertTrue(service.running)
+        pool = verifier._pool
+        self.assertTrue(pool.running)
+        processes = list(pool._executor._processes.values())
+        self.assertEqual(len(processes), 1)
+        self.assertIsNone(self.successResultOf(service.when_ready()))  # already ready
+        verified = yield verifier.verify(issue_ticket(SECRET, "admin", ADMIN.password))
+        self.assertEqual(verified.user, ADMIN)
+        yield parent.stopService()  # waits for the workers
+        self.assertFalse(service.running)
+        self.assertFalse(pool.running)
+        self.assertFalse(any(p.is_alive() for p in processes))
+
+    @defer.inlineCallbacks
+    def test_stopped_while_starting(self):
+        verifier = TicketVerifier(SECRET, MemoryUsers(), workers=1)
+        service = VerifierService(verifier)
+        service.startService()
+        ready = service.when_ready()
+        yield service.stopService()
+        yield ready  # told, not left hanging
+        self.assertFalse(verifier._pool.running)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_failed_start_is_logged_and_still_ready(self) -> None:
+        @implementer(IDigestPool)
+        class BrokenPool(InlineDigestPool):
+            def start(self) -> Deferred:
+                return defer.fail(OSError("cannot spawn"))
+
+        service = VerifierService(TicketVerifier(SECRET, MemoryUsers(), pool=BrokenPool(),
+                                                 clock=task.Clock()))
+        service.startService()
+        self.assertIsNone(self.successResultOf(service.when_ready()))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.successResultOf(service.stopService())
+        self.assertFalse(service.running)

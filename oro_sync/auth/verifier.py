@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -40,7 +41,7 @@ from oro_sync.auth.tickets import (
 )
 from oro_sync.logs import Logger
 
-__all__ = ["TicketError", "TicketVerifier", "VerifiedTicket"]
+__all__ = ["TicketError", "TicketVerifier", "VerifiedTicket", "VerifierService"]
 
 log = Logger(namespace=__name__)
 
@@ -62,6 +63,8 @@ class TicketVerifier:
     :param clock: an ``IReactorTime`` (``seconds()``); the reactor by default.
     :param pool: an :class:`IDigestPool`; by default a
         :class:`ProcessDigestPool` owned (and shut down) by this verifier.
+    :param workers: processes of that default pool (one per CPU if
+        ``None``); ignored when ``pool`` is given.
     :param leeway: seconds a ticket may be "in the future" (clock skew
         between PHP hosts and this one); Oro: 0.
     :param cache_size: outcomes remembered (successes and digest mismatches).
@@ -75,12 +78,15 @@ class TicketVerifier:
     def __init__(self, secret: str, user_provider: IUserProvider, ttl: float = DEFAULT_TTL,
                  one_time: bool = False, clock: IReactorTime | None = None,
                  pool: IDigestPool | None = None, *, leeway: float = 0,
-                 cache_size: int = 10_000, nonce_store: NonceStore | None = None) -> None:
+                 cache_size: int = 10_000, nonce_store: NonceStore | None = None,
+                 workers: int | None = None) -> None:
         validate_secret(secret)
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         if leeway < 0:
             raise ValueError("leeway must not be negative")
+        if cache_size < 1:
+            raise ValueError("cache_size must be positive")
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         self._secret = secret
@@ -90,9 +96,8 @@ class TicketVerifier:
         self.one_time = one_time
         self._clock = clock
         self._owns_pool = pool is None
-        self._pool: IDigestPool = pool if pool is not None else ProcessDigestPool()
-        if cache_size < 1:
-            raise ValueError("cache_size must be positive")
+        self._pool: IDigestPool = (
+            pool if pool is not None else ProcessDigestPool(max_workers=workers))
         # Outcomes by canonical ticket until the ticket expires; least
         # recently used first out when full.
         self._cache: ExpiringMap[str, VerifiedTicket | _CachedRefusal] = ExpiringMap(cache_size)
@@ -226,3 +231,61 @@ class TicketVerifier:
         # debug: the handshake gate logs the one line per refused connection.
         log.debug("Sync ticket refused ({reason}: {detail}) for {who}",
                  reason=error.reason, detail=error.detail, who=who)
+
+
+class VerifierService(Service):
+    """A :class:`TicketVerifier`'s digest workers as a Twisted service.
+
+    So that the workers' lifetime is part of the application's service tree:
+    started with it, and stopped -- and waited for, since ``stopService``
+    returns a Deferred that a ``MultiService`` honours -- before the reactor
+    stops, instead of being started by hand from the listening service.
+
+    :meth:`when_ready` tells when listening makes sense: spawned workers
+    need about a second to start, and clients arriving earlier would wait
+    (or time out).  A failed start is logged rather than passed on: the
+    pool starts workers again on the first ticket, so the server should
+    listen anyway.
+
+    One run only: stopping shuts an owned pool down for good.
+    """
+
+    def __init__(self, verifier: TicketVerifier) -> None:
+        self.verifier = verifier
+        self._ready = False
+        self._waiting: list[Deferred[None]] = []
+
+    def when_ready(self) -> Deferred[None]:
+        """A new Deferred firing (with ``None``, never failing) once the
+        workers have started, their start failed, or the service stopped
+        while they were starting; at once if that has already happened."""
+        if self._ready:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        started = self.verifier.start()
+        started.addErrback(self._start_failed)
+        started.addCallback(self._started)
+
+    def _start_failed(self, failure: Failure) -> None:
+        if self.running:
+            log.failure("Ticket digest workers did not start; they will be started "
+                        "for the first ticket", failure)
+        else:  # stopped while starting: the cancellation is expected
+            log.debug("Ticket digest workers stopped while starting: {why}",
+                      why=failure.getErrorMessage())
+
+    def _started(self, _: object) -> None:
+        self._ready = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the workers (if the verifier owns them); fire when they are gone."""
+        super().stopService()
+        return self.verifier.shutdown()
