@@ -156,7 +156,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
 
         workers = VerifierService(server.verifier)
         workers.setServiceParent(top)
-        ready = workers.whenReady
+        ready = workers.when_ready
     # Added last: stopped first, so clients are told goodbye before the
     # digest workers go.
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,

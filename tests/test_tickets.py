@@ -25,9 +25,8 @@ from oro_sync.auth.tickets import (
     VerifiedTicket, check_created, check_ticket, compute_digest,
     merge_password_and_salt, parse_created, parse_ticket, issue_ticket,
 )
-from oro_sync.auth.verifier import (
-    IDigestPool, InlineDigestPool, OutcomeCache, ProcessDigestPool, TicketVerifier,
-)
+from oro_sync.auth.digest_pool import IDigestPool, InlineDigestPool, ProcessDigestPool
+from oro_sync.auth.verifier import TicketVerifier, VerifierService
 from oro_sync.identity import Identity
 
 
@@ -528,7 +527,7 @@ class NonceStoreTests(unittest.TestCase):
         self.assertIn("99", store)
         store.consume("new", expires_at=T0 + 1000, now=T0 + 200)
         self.assertEqual(len(store), 1)
-        self.assertEqual(len(store._heap), 1)
+        self.assertEqual(len(store._used._heap), 1)
 
     def test_bounded(self) -> None:
         store = NonceStore(max_entries=3)
@@ -552,28 +551,6 @@ class NonceStoreTests(unittest.TestCase):
         bad = encode("x" * 88, "", "feedfacefeedface", datetime.fromtimestamp(T0, timezone.utc).isoformat())
         self.assertRaises(TicketError, check_ticket, bad, SECRET, Lookup(), now=T0, nonce_store=store)
         self.assertNotIn("\x00feedfacefeedface", store)
-
-
-class OutcomeCacheTests(unittest.TestCase):
-    def test_expiry_and_bound(self) -> None:
-        cache = OutcomeCache(max_entries=2)
-        cache.put("a", 1, expires_at=T0 + 10, now=T0)
-        cache.put("b", 2, expires_at=T0 + 20, now=T0)
-        self.assertEqual(cache.get("a", T0 + 1), 1)  # "a" now most recent
-        cache.put("c", 3, expires_at=T0 + 30, now=T0 + 2)  # evicts "b"
-        self.assertIsNone(cache.get("b", T0 + 2))
-        self.assertEqual(cache.get("c", T0 + 2), 3)
-        self.assertIsNone(cache.get("a", T0 + 10))  # expired
-        self.assertEqual(len(cache), 1)
-        cache.put("d", 4, expires_at=T0, now=T0 + 1)  # already expired: not stored
-        self.assertIsNone(cache.get("d", T0 + 1))
-
-    def test_heap_stays_bounded(self) -> None:
-        cache = OutcomeCache(max_entries=4)
-        for i in range(1000):
-            cache.put(str(i), i, expires_at=T0 + 300, now=T0)
-        self.assertEqual(len(cache), 4)
-        self.assertLessEqual(len(cache._heap), 2 * 4 + 64 + 1)
 
 
 class VerifierTests(unittest.TestCase):
@@ -736,6 +713,7 @@ class VerifierTests(unittest.TestCase):
     def test_validation(self) -> None:
         self.assertRaises(ValueError, self.make, ttl=0)
         self.assertRaises(ValueError, self.make, leeway=-1)
+        self.assertRaises(ValueError, self.make, cache_size=0)
         verifier = self.make(ttl=10, leeway=5)
         self.successResultOf(verifier.verify(issue_ticket(SECRET, now=T0 + 5)))
         self.assertEqual(self.reason(verifier.verify(issue_ticket(SECRET, now=T0 - 11))), EXPIRED)
@@ -896,3 +874,60 @@ class ProcessPoolTests(unittest.TestCase):
         self.assertFalse(pool.running)
         digest = yield pool.compute("n", "c", "p", SECRET)
         self.assertEqual(digest, compute_digest("n", "c", "p", SECRET))
+
+
+class VerifierServiceTests(unittest.TestCase):
+    """VerifierService: the digest workers started and stopped as a service."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_starts_and_stops_workers_in_a_multiservice(self):
+        from twisted.application.service import MultiService
+
+        verifier = TicketVerifier(SECRET, MemoryUsers(ADMIN), workers=1)
+        self.addCleanup(verifier.shutdown)
+        service = VerifierService(verifier)
+        parent = MultiService()
+        service.setServiceParent(parent)
+        early = service.when_ready()  # asked before the start: still told
+        self.assertNoResult(early)
+        parent.startService()
+        self.assertIsNone((yield early))
+        self.assertTrue(service.running)
+        pool = verifier._pool
+        self.assertTrue(pool.running)
+        processes = list(pool._executor._processes.values())
+        self.assertEqual(len(processes), 1)
+        self.assertIsNone(self.successResultOf(service.when_ready()))  # already ready
+        verified = yield verifier.verify(issue_ticket(SECRET, "admin", ADMIN.password))
+        self.assertEqual(verified.user, ADMIN)
+        yield parent.stopService()  # waits for the workers
+        self.assertFalse(service.running)
+        self.assertFalse(pool.running)
+        self.assertFalse(any(p.is_alive() for p in processes))
+
+    @defer.inlineCallbacks
+    def test_stopped_while_starting(self):
+        verifier = TicketVerifier(SECRET, MemoryUsers(), workers=1)
+        service = VerifierService(verifier)
+        service.startService()
+        ready = service.when_ready()
+        yield service.stopService()
+        yield ready  # told, not left hanging
+        self.assertFalse(verifier._pool.running)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_failed_start_is_logged_and_still_ready(self) -> None:
+        @implementer(IDigestPool)
+        class BrokenPool(InlineDigestPool):
+            def start(self) -> Deferred:
+                return defer.fail(OSError("cannot spawn"))
+
+        service = VerifierService(TicketVerifier(SECRET, MemoryUsers(), pool=BrokenPool(),
+                                                 clock=task.Clock()))
+        service.startService()
+        self.assertIsNone(self.successResultOf(service.when_ready()))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.successResultOf(service.stopService())
+        self.assertFalse(service.running)

@@ -17,15 +17,14 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from oro_sync.auth.interfaces import IUserProvider, UserRecord
-from oro_sync.auth.providers import (
+from oro_sync.auth.interfaces import (
     MAX_LOOKUP_LENGTH,
-    SqlUserProvider,
-    UserFileError,
+    IUserProvider,
     UserLookupError,
-    YamlUserProvider,
-    sql_user_provider_from_url,
+    UserRecord,
 )
+from oro_sync.auth.sql_users import SqlUserProvider, sql_user_provider_from_url
+from oro_sync.auth.yaml_users import UserFileError, YamlUserProvider
 from tests.support import services
 from tests.support.services import mariadb_server, postgres_server
 

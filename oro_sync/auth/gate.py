@@ -1,25 +1,28 @@
-"""The handshake gate: who may open a WebSocket, and who may publish.
+"""The handshake gate: who may open a WebSocket.
 
 :class:`TicketAuthenticator` checks the ``ticket`` query parameter of the
 upgrade request (Oro's sync tickets) and refuses with HTTP 403 before the
 WebSocket exists; the session then carries the ticket's identity.
-:func:`publish_permission` decides who may PUBLISH to a routed topic.
+
+Who may PUBLISH is decided by :func:`oro_sync.auth.rules.publish_permission`;
+it and the rule names are re-exported here for existing callers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import maybeDeferred
 
+from oro_sync.auth.rules import ANYONE, BACKEND, USERS, publish_permission
+from oro_sync.auth.rules import RULES as PUBLISHERS
 from oro_sync.auth.tickets import TicketError
 from oro_sync.identity import Identity
 from oro_sync.logs import Logger
 
-#: Who may publish to a route: the values of a route's ``publishers`` key.
-BACKEND, USERS, ANYONE = "backend", "users", "anyone"
-PUBLISHERS = (BACKEND, USERS, ANYONE)
+__all__ = ["ANYONE", "BACKEND", "PUBLISHERS", "USERS", "TicketAuthenticator",
+           "publish_permission"]
 
 
 class TicketAuthenticator:
@@ -57,22 +60,3 @@ class TicketAuthenticator:
         self.refused += 1
         self.log.warn("refusing {peer}: {why}", peer=request.peer, why=why)
         raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Forbidden")
-
-
-def publish_permission(default: str = BACKEND) -> Callable[[Any, Any], bool]:
-    """``may_publish(session, request)``: backends always; signed-in users
-    where the route (``publishers: users``) or the default allows; anyone
-    where it says ``anyone``."""
-    if default not in PUBLISHERS:
-        raise ValueError(f"publishers must be one of {', '.join(PUBLISHERS)}")
-
-    def may_publish(session: Any, request: Any) -> bool:
-        who = request.route.publishers or default
-        if who == ANYONE:
-            return True
-        identity = session.identity
-        if identity is not None and identity.backend:
-            return True
-        return who == USERS and identity is not None and not identity.anonymous
-
-    return may_publish

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import heapq
 import hmac
 import math
 import secrets
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from oro_sync.logs import Logger
 
+from oro_sync.auth.expiring import ExpiringMap
 from oro_sync.auth.interfaces import UserRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -422,37 +422,25 @@ class NonceStore:
         if max_entries < 1:
             raise ValueError("max_entries must be positive")
         self.max_entries = max_entries
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        # No clock: time is passed in, as everywhere in this module.
+        self._used: ExpiringMap[str, bool] = ExpiringMap(max_entries, evict="soonest")
 
     def __len__(self) -> int:
-        return len(self._expiry)
+        return len(self._used)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._expiry
+        return key in self._used
 
     def prune(self, now: float) -> int:
         """Forget entries whose tickets have expired; return how many."""
-        removed = 0
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            expires_at, key = heapq.heappop(heap)
-            if self._expiry.get(key) == expires_at:
-                del self._expiry[key]
-                removed += 1
-        return removed
+        return self._used.prune(now)
 
     def consume(self, key: str, expires_at: float, now: float) -> None:
         """Record ``key`` as used until ``expires_at`` (exclusive); raise
         ``TicketError(REPLAYED)`` if it is already recorded and not expired."""
-        self.prune(now)
-        if key in self._expiry:
+        self._used.prune(now)
+        if key in self._used:
             raise TicketError(REPLAYED, "ticket already used")
-        while len(self._expiry) >= self.max_entries and self._heap:
-            old_expiry, old_key = heapq.heappop(self._heap)
-            if self._expiry.get(old_key) == old_expiry:
-                del self._expiry[old_key]
-                log.warn("Nonce store full ({max} entries): forgetting a nonce before "
-                         "its ticket expires", max=self.max_entries)
-        self._expiry[key] = expires_at
-        heapq.heappush(self._heap, (expires_at, key))
+        if self._used.put(key, True, expires_at, now=now):
+            log.warn("Nonce store full ({max} entries): forgetting a nonce before "
+                     "its ticket expires", max=self.max_entries)

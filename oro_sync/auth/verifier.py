@@ -4,7 +4,7 @@
 Oro's order, but without blocking the reactor:
 
 - the 5000-round sha512 digest (~5-15 ms of CPU per ticket) runs in worker
-  *processes* (:class:`ProcessDigestPool`); threads would not help, since
+  *processes* (:class:`~oro_sync.auth.digest_pool.ProcessDigestPool`); threads would not help, since
   ``hashlib`` keeps the GIL for inputs this small;
 - users come from an :class:`~oro_sync.auth.interfaces.IUserProvider`,
   which returns Deferreds;
@@ -24,273 +24,31 @@ anonymous identity is named after) exists.  Call
 
 from __future__ import annotations
 
-import heapq
-import multiprocessing
-import os
-from collections import OrderedDict
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.threads import deferToThreadPool
-from oro_sync.logs import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
 
+from oro_sync.auth.digest_pool import IDigestPool, ProcessDigestPool
+from oro_sync.auth.expiring import ExpiringMap
 from oro_sync.auth.interfaces import IUserProvider, UserRecord
 from oro_sync.auth.tickets import (
     BAD_DIGEST, DEFAULT_TTL, UNKNOWN_USER, NonceStore, ParsedTicket, TicketError,
-    VerifiedTicket, check_created, compute_digest, finish_check, parse_ticket,
+    VerifiedTicket, check_created, finish_check, parse_ticket,
     password_for, password_too_long, user_usable, validate_secret,
 )
+from oro_sync.logs import Logger
 
-__all__ = [
-    "IDigestPool", "InlineDigestPool", "OutcomeCache", "ProcessDigestPool",
-    "TicketError", "TicketVerifier", "VerifiedTicket",
-]
+__all__ = ["TicketError", "TicketVerifier", "VerifiedTicket", "VerifierService"]
 
 log = Logger(namespace=__name__)
-
-
-def exit_with_parent() -> None:
-    """Worker initializer: run below the server's priority, and exit as soon
-    as the server process is gone.
-
-    Each worker holds the call queue's write end, so after a SIGKILL or a
-    crash of the server it would never see EOF and would live on forever.
-    """
-    import threading
-    from multiprocessing.connection import wait
-
-    try:
-        os.nice(10)  # hashing must not compete with the reactor for a core
-    except OSError:
-        pass
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-class IDigestPool(Interface):
-    """Something that computes ticket digests, possibly elsewhere."""
-
-    def compute(nonce: str, created: str, password: str, secret: str) -> Deferred:
-        """Fire (on the reactor thread) with
-        :func:`~oro_sync.auth.tickets.compute_digest` of the arguments."""
-
-    def shutdown() -> Deferred:
-        """Release workers; fire when they are gone."""
-
-
-@implementer(IDigestPool)
-class InlineDigestPool:
-    """Computes digests synchronously on the calling thread.
-
-    For tests and command-line tools; a server should not use it, since each
-    digest blocks the reactor for several milliseconds.
-    """
-
-    def compute(self, nonce: str, created: str, password: str, secret: str) -> Deferred:
-        return maybeDeferred(compute_digest, nonce, created, password, secret)
-
-    def shutdown(self) -> Deferred:
-        return succeed(None)
-
-
-@implementer(IDigestPool)
-class ProcessDigestPool:
-    """Digests computed by a :class:`ProcessPoolExecutor`, results delivered
-    on the reactor thread.
-
-    Workers start lazily (the first :meth:`compute`), number
-    ``os.cpu_count()`` by default, and are started with the ``spawn`` method:
-    forking a process that runs a reactor and threads is unsafe.  They are
-    shut down before the reactor shuts down (or by :meth:`shutdown`).  A
-    worker that dies breaks the executor; the affected computations fail and
-    the next one starts a fresh executor.
-
-    As with any ``spawn``-based multiprocessing, workers import the
-    program's main module: a script that starts the reactor must do so under
-    ``if __name__ == "__main__":`` (``twistd`` and console scripts do).
-    """
-
-    def __init__(self, reactor: Any = None, max_workers: int | None = None,
-                 mp_context: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-            reactor = _reactor
-        self._reactor = reactor
-        self.max_workers = max(1, max_workers or os.cpu_count() or 1)
-        self._mp_context = mp_context or multiprocessing.get_context("spawn")
-        self._executor: ProcessPoolExecutor | None = None
-        self._trigger: Any = None
-        self._closed = False
-        #: Number of digests submitted (for metrics and tests).
-        self.submitted = 0
-
-    @property
-    def running(self) -> bool:
-        return self._executor is not None
-
-    def start(self) -> Deferred:
-        """Spawn every worker now; fire when all have answered once.
-
-        Optional: a spawned worker needs up to a second to start (a fresh
-        interpreter importing this module and the program's main module), so
-        a server may call this at start-up rather than make the first
-        connections wait.
-        """
-        try:
-            executor = self._ensure_executor()
-        except Exception:
-            return fail()
-        return gatherResults(
-            [self._submit(executor, compute_digest, "", "", "", "warm-up", 1)
-             for _ in range(self.max_workers)],
-            consumeErrors=True,
-        ).addCallback(lambda _: None)
-
-    def _ensure_executor(self) -> ProcessPoolExecutor:
-        if self._closed:
-            raise RuntimeError("the digest pool has been shut down")
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.max_workers, mp_context=self._mp_context,
-                initializer=exit_with_parent)
-            if self._trigger is None:
-                self._trigger = self._reactor.addSystemEventTrigger(
-                    "before", "shutdown", self._reactor_shutting_down)
-            log.debug("Started ticket digest pool ({n} worker processes)", n=self.max_workers)
-        return self._executor
-
-    def compute(self, nonce: str, created: str, password: str, secret: str) -> Deferred:
-        try:
-            executor = self._ensure_executor()
-        except Exception:
-            return fail()
-        self.submitted += 1
-        return self._submit(executor, compute_digest, nonce, created, password, secret)
-
-    def _submit(self, executor: ProcessPoolExecutor, fn: Any, *args: Any) -> Deferred:
-        try:
-            future = executor.submit(fn, *args)
-        except BrokenProcessPool as e:
-            self._discard(executor)
-            return fail(e)
-        except Exception:
-            return fail()
-        d: Deferred = Deferred(lambda _: future.cancel())
-
-        def done(f: Future) -> None:
-            # Runs in the executor's management thread (or right here if the
-            # future is already done): hop to the reactor thread.
-            self._reactor.callFromThread(self._deliver, f, d, executor)
-
-        future.add_done_callback(done)
-        return d
-
-    def _deliver(self, future: Future, d: Deferred, executor: ProcessPoolExecutor) -> None:
-        if d.called:  # cancelled by the caller
-            return
-        if future.cancelled():
-            d.cancel()
-            return
-        exc = future.exception()
-        if exc is None:
-            d.callback(future.result())
-            return
-        if isinstance(exc, BrokenProcessPool):
-            self._discard(executor)
-        d.errback(Failure(exc))
-
-    def _discard(self, executor: ProcessPoolExecutor) -> None:
-        """Forget a broken executor so that the next computation makes a new one."""
-        if self._executor is executor:
-            log.error("Ticket digest worker process died; restarting the pool")
-            self._executor = None
-            executor.shutdown(wait=False, cancel_futures=True)
-
-    def _reactor_shutting_down(self) -> Deferred:
-        self._trigger = None
-        return self.shutdown()
-
-    def shutdown(self) -> Deferred:
-        """Stop the workers (pending computations are cancelled)."""
-        self._closed = True
-        if self._trigger is not None:
-            try:
-                self._reactor.removeSystemEventTrigger(self._trigger)
-            except (KeyError, ValueError):
-                pass
-            self._trigger = None
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return succeed(None)
-        # Joining the workers blocks; do it in a thread so the reactor keeps
-        # running (e.g. to deliver the cancellations).
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
-                                 executor.shutdown, True, cancel_futures=True)
 
 
 class _CachedRefusal(NamedTuple):
     reason: str
     detail: str
-
-
-class OutcomeCache:
-    """Ticket outcomes by canonical ticket, until the ticket expires.
-
-    Bounded: at ``max_entries`` the least recently used entry goes.  Expired
-    entries are dropped through an expiry heap, so pruning is cheap.
-    """
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be positive")
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self._heap: list[tuple[float, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def prune(self, now: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            expires_at, key = heapq.heappop(heap)
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == expires_at:
-                del self._entries[key]
-        if len(heap) > 2 * self.max_entries + 64:
-            # Stale heap items of LRU-evicted keys: rebuild.
-            self._heap = [(exp, key) for key, (exp, _) in self._entries.items()]
-            heapq.heapify(self._heap)
-
-    def get(self, key: str, now: float) -> Any:
-        self.prune(now)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: str, outcome: Any, expires_at: float, now: float) -> None:
-        self.prune(now)
-        if expires_at <= now:
-            return
-        self._entries.pop(key, None)
-        while len(self._entries) >= self.max_entries:
-            self._entries.popitem(last=False)
-        self._entries[key] = (expires_at, outcome)
-        heapq.heappush(self._heap, (expires_at, key))
 
 
 class TicketVerifier:
@@ -305,6 +63,8 @@ class TicketVerifier:
     :param clock: an ``IReactorTime`` (``seconds()``); the reactor by default.
     :param pool: an :class:`IDigestPool`; by default a
         :class:`ProcessDigestPool` owned (and shut down) by this verifier.
+    :param workers: processes of that default pool (one per CPU if
+        ``None``); ignored when ``pool`` is given.
     :param leeway: seconds a ticket may be "in the future" (clock skew
         between PHP hosts and this one); Oro: 0.
     :param cache_size: outcomes remembered (successes and digest mismatches).
@@ -318,12 +78,15 @@ class TicketVerifier:
     def __init__(self, secret: str, user_provider: IUserProvider, ttl: float = DEFAULT_TTL,
                  one_time: bool = False, clock: IReactorTime | None = None,
                  pool: IDigestPool | None = None, *, leeway: float = 0,
-                 cache_size: int = 10_000, nonce_store: NonceStore | None = None) -> None:
+                 cache_size: int = 10_000, nonce_store: NonceStore | None = None,
+                 workers: int | None = None) -> None:
         validate_secret(secret)
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         if leeway < 0:
             raise ValueError("leeway must not be negative")
+        if cache_size < 1:
+            raise ValueError("cache_size must be positive")
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         self._secret = secret
@@ -333,8 +96,11 @@ class TicketVerifier:
         self.one_time = one_time
         self._clock = clock
         self._owns_pool = pool is None
-        self._pool: IDigestPool = pool if pool is not None else ProcessDigestPool()
-        self._cache = OutcomeCache(cache_size)
+        self._pool: IDigestPool = (
+            pool if pool is not None else ProcessDigestPool(max_workers=workers))
+        # Outcomes by canonical ticket until the ticket expires; least
+        # recently used first out when full.
+        self._cache: ExpiringMap[str, VerifiedTicket | _CachedRefusal] = ExpiringMap(cache_size)
         self._nonces = nonce_store if nonce_store is not None else NonceStore()
         self._inflight: dict[str, list[Deferred]] = {}
         #: Counters for metrics and tests.
@@ -356,7 +122,7 @@ class TicketVerifier:
             self._log_refusal(e, None)
             return fail(e)
         key = parsed.key
-        cached = self._cache.get(key, now)
+        cached = self._cache.get(key, now=now)
         if cached is not None:
             self.cache_hits += 1
             if isinstance(cached, _CachedRefusal):
@@ -430,11 +196,11 @@ class TicketVerifier:
                     # Deterministic and expensive: remember it.  Unknown users
                     # are not cached (cheap, and the user may appear).
                     self._cache.put(key, _CachedRefusal(error.reason, error.detail),
-                                    expires_at, now)
+                                    expires_at, now=now)
             else:
                 log.failure("Sync ticket verification failed", result)
         else:
-            self._cache.put(key, result, expires_at, now)
+            self._cache.put(key, result, expires_at, now=now)
         for waiter in waiters:
             if waiter.called:  # cancelled
                 continue
@@ -465,3 +231,61 @@ class TicketVerifier:
         # debug: the handshake gate logs the one line per refused connection.
         log.debug("Sync ticket refused ({reason}: {detail}) for {who}",
                  reason=error.reason, detail=error.detail, who=who)
+
+
+class VerifierService(Service):
+    """A :class:`TicketVerifier`'s digest workers as a Twisted service.
+
+    So that the workers' lifetime is part of the application's service tree:
+    started with it, and stopped -- and waited for, since ``stopService``
+    returns a Deferred that a ``MultiService`` honours -- before the reactor
+    stops, instead of being started by hand from the listening service.
+
+    :meth:`when_ready` tells when listening makes sense: spawned workers
+    need about a second to start, and clients arriving earlier would wait
+    (or time out).  A failed start is logged rather than passed on: the
+    pool starts workers again on the first ticket, so the server should
+    listen anyway.
+
+    One run only: stopping shuts an owned pool down for good.
+    """
+
+    def __init__(self, verifier: TicketVerifier) -> None:
+        self.verifier = verifier
+        self._ready = False
+        self._waiting: list[Deferred[None]] = []
+
+    def when_ready(self) -> Deferred[None]:
+        """A new Deferred firing (with ``None``, never failing) once the
+        workers have started, their start failed, or the service stopped
+        while they were starting; at once if that has already happened."""
+        if self._ready:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        started = self.verifier.start()
+        started.addErrback(self._start_failed)
+        started.addCallback(self._started)
+
+    def _start_failed(self, failure: Failure) -> None:
+        if self.running:
+            log.failure("Ticket digest workers did not start; they will be started "
+                        "for the first ticket", failure)
+        else:  # stopped while starting: the cancellation is expected
+            log.debug("Ticket digest workers stopped while starting: {why}",
+                      why=failure.getErrorMessage())
+
+    def _started(self, _: object) -> None:
+        self._ready = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the workers (if the verifier owns them); fire when they are gone."""
+        super().stopService()
+        return self.verifier.shutdown()
