@@ -92,6 +92,25 @@ def frame_header(buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int] | 
     return 2, ln
 
 
+def frames(buf: bytes | bytearray):
+    """Each complete frame of ``buf``, in order, as (first byte, payload start, payload end,
+    masked); a masked frame's key is the 4 bytes before its payload.  Stops at the first
+    incomplete frame: the caller keeps ``buf`` from the last end it was given."""
+    pos, n = 0, len(buf)
+    while n - pos >= 2:
+        head = frame_header(buf, pos, n)
+        if head is None:
+            return
+        hdr, ln = head
+        masked = buf[pos + 1] & 0x80
+        start = pos + hdr + (4 if masked else 0)
+        end = start + ln
+        if end > n:
+            return
+        yield buf[pos], start, end, masked
+        pos = end
+
+
 # ---------------------------------------------------------------- ports, processes, fds
 def free_port() -> int:
     """A 127.0.0.1 port nobody listens on now (the server binds it a moment later)."""

@@ -27,7 +27,7 @@ import signal
 import sys
 from typing import Any
 
-from common import accept_key, frame_header, raise_nofile, server_frame, xor_mask
+from common import accept_key, frames, raise_nofile, server_frame, xor_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -114,20 +114,11 @@ class PreFramed(protocol.Protocol):
             self.factory.clients[self] = None
             buf = buf[i + 4:]
         pos, n = 0, len(buf)
-        while n - pos >= 2:
-            head = frame_header(buf, pos, n)
-            if head is None:
-                break
-            hdr, ln = head
-            b0, b1 = buf[pos], buf[pos + 1]
-            masked = b1 & 0x80
-            end = pos + hdr + (4 if masked else 0) + ln
-            if end > n:
-                break
+        for b0, start, end, masked in frames(buf):
             if masked:
-                payload = xor_mask(buf[pos + hdr:pos + hdr + 4], buf[pos + hdr + 4:end])
+                payload = xor_mask(buf[start - 4:start], buf[start:end])
             else:
-                payload = buf[pos + hdr:end]
+                payload = buf[start:end]
             op = b0 & 0x0F
             if op in (1, 2):
                 data_out = server_frame(payload, op)

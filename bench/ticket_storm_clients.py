@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from common import accept_key, client_frame, frame_header, mono, percentile
+from common import accept_key, client_frame, frames, mono, percentile
 from common import upgrade_request as ws_upgrade_request
 from ticket_storm_server import CpuMeter
 
@@ -116,17 +116,9 @@ class WampV1Client(asyncio.Protocol):
 
     def _frames(self) -> None:
         buf = self._buf
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            head = frame_header(buf, pos, size)
-            if head is None:
-                break
-            hdr, length = head
-            b0 = buf[pos]
-            end = pos + hdr + length
-            if end > size:
-                break
-            payload = bytes(buf[pos + hdr:end])
+        pos = 0
+        for b0, start, end, _masked in frames(buf):
+            payload = bytes(buf[start:end])
             pos = end
             opcode = b0 & 0x0F
             if opcode == 1:
