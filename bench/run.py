@@ -46,11 +46,11 @@ PY = sys.executable
 
 #: server kind -> (label in the report, wampbench --proto)
 SERVERS: dict[str, tuple[str, str]] = {
-    "oro": ("oro-sync WAMP v1", "wamp1"),
-    "oro2": ("oro-sync WAMP v2", "wamp"),  # the same server, spoken to in wamp.2.json
-    "twisted": ("bare Twisted, pre-framed", "raw"),
-    "autobahn": ("bare Autobahn broadcast", "raw"),
-    "crossbar": ("Crossbar.io (WAMP v2)", "wamp"),
+    "oro": (report.LABEL["oro"], "wamp1"),
+    "oro2": (report.LABEL["oro2"], "wamp"),  # the same server, spoken to in wamp.2.json
+    "twisted": (report.LABEL["twisted"], "raw"),
+    "autobahn": (report.LABEL["autobahn"], "raw"),
+    "crossbar": (report.LABEL["crossbar"], "wamp"),
 }
 
 #: Crossbar lives in a virtualenv of its own (its pinned dependencies must not touch the
