@@ -21,7 +21,9 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
-    sys.path.insert(0, HERE)  # common.py, also when loaded by path (tests/test_bench_fastscan.py)
+    # common.py when loaded by path (tests/test_bench_fastscan.py); appended, so that
+    # bench/'s modules never shadow the importer's own
+    sys.path.append(HERE)
 
 from common import accept_key, client_frame, frame_header, mono, quantile, raise_nofile, upgrade_request  # noqa: E402
 
