@@ -36,6 +36,9 @@ from typing import Any, Callable, Iterator
 
 from contextlib import contextmanager
 
+import report
+from common import cpu_model, free_port, git_commit, listening, loadavg, pids_listening_on, raise_nofile, stop_process
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS_DIR = os.path.join(HERE, "results")
@@ -43,11 +46,11 @@ PY = sys.executable
 
 #: server kind -> (label in the report, wampbench --proto)
 SERVERS: dict[str, tuple[str, str]] = {
-    "oro": ("oro-sync WAMP v1", "wamp1"),
-    "oro2": ("oro-sync WAMP v2", "wamp"),  # the same server, spoken to in wamp.2.json
-    "twisted": ("bare Twisted, pre-framed", "raw"),
-    "autobahn": ("bare Autobahn broadcast", "raw"),
-    "crossbar": ("Crossbar.io (WAMP v2)", "wamp"),
+    "oro": (report.LABEL["oro"], "wamp1"),
+    "oro2": (report.LABEL["oro2"], "wamp"),  # the same server, spoken to in wamp.2.json
+    "twisted": (report.LABEL["twisted"], "raw"),
+    "autobahn": (report.LABEL["autobahn"], "raw"),
+    "crossbar": (report.LABEL["crossbar"], "wamp"),
 }
 
 #: Crossbar lives in a virtualenv of its own (its pinned dependencies must not touch the
@@ -72,22 +75,6 @@ def crossbar_config(port: int) -> dict[str, Any]:
                                          "backlog": 4096}}],
         }],
     }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 #: CPU sets for the server and the load generator (set by --pin; None = the scheduler decides).
@@ -241,9 +228,6 @@ def server_pids(kind: str, pid: int, port: int) -> list[int]:
     plus the router worker that owns the listening socket."""
     if kind != "crossbar":
         return [pid]
-    sys.path.insert(0, HERE)
-    from wampbench import pids_listening_on
-
     return sorted({pid, *pids_listening_on(port)})
 
 
@@ -412,29 +396,6 @@ def profile_memory(logdir: str, connections: int = 2000) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- machine
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ("" if it does not say)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def stop_process(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def machine_info() -> dict[str, Any]:
     model = cpu_model()
     versions: dict[str, str] = {}
@@ -443,11 +404,7 @@ def machine_info() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
         except Exception:
             versions[mod] = "-"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit(REPO) or ""
     try:
         # the servers import oro_sync from the working tree: say if it differs from the commit
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "oro_sync"], cwd=REPO, capture_output=True,
@@ -455,8 +412,7 @@ def machine_info() -> dict[str, Any]:
         dirty = [ln[3:] for ln in dirty if ln.strip()]
     except OSError:
         dirty = []
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
+    load = loadavg()
     return dict(dirty=dirty, nproc=os.cpu_count(), cpu_model=model, python=platform.python_version(), kernel=platform.release(),
                 versions=versions, nofile=list(resource.getrlimit(resource.RLIMIT_NOFILE)),
                 mem_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -478,9 +434,6 @@ def main() -> None:
     ap.add_argument("--report-only", default="", help="regenerate RESULTS.md and charts from this run JSON")
     ap.add_argument("--out-md", default="", help="where RESULTS.md goes (default: bench/RESULTS.md)")
     a = ap.parse_args()
-    sys.path.insert(0, HERE)
-    import report
-
     if a.report_only:
         with open(a.report_only) as f:
             run = json.load(f)
@@ -488,8 +441,7 @@ def main() -> None:
         report.write_report(run, out_md, os.path.dirname(out_md), os.path.relpath(a.report_only, REPO))
         return
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by servers and load generator
+    raise_nofile()  # inherited by servers and load generator
     nice = own_priority(a.nice) if a.nice else 0
     global SERVER_CPUS, CLIENT_CPUS
     cpus = sorted(os.sched_getaffinity(0))
@@ -535,8 +487,7 @@ def main() -> None:
                                              ["-n", "10", "--steps", "c8"])
         save()
         run["memory_profile"] = profile_memory(logdir)
-    with open("/proc/loadavg") as f:
-        run["machine"]["loadavg_end"] = f.read().split()[:3]
+    run["machine"]["loadavg_end"] = loadavg()
     save()
     print(f"== done in {time.time() - t0:.0f}s; results in {run_file}", flush=True)
     out_md = a.out_md or (os.path.join(logdir, "RESULTS.md") if a.quick or a.scenarios or a.servers

@@ -22,13 +22,12 @@ the port to ``--port-file`` once listening, and raises its fd limit to the hard 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import os
-import resource
 import signal
 import sys
 from typing import Any
+
+from common import accept_key, frames, raise_nofile, server_frame, xor_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -42,17 +41,8 @@ from twisted.internet import protocol, reactor  # noqa: E402
 from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,  # noqa: E402
                             globalLogBeginner, textFileLogObserver)
 
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Topics registered on the WAMP servers: the base topic plus base.0 .. base.(MAX_TOPICS-1).
 MAX_TOPICS = 1000
-
-
-def raise_nofile() -> tuple[int, int]:
-    """The soft fd limit up to the hard one (20,000 connections need 20,000 fds)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 # ---------------------------------------------------------------- oro-sync
@@ -91,23 +81,6 @@ def autobahn_factory(topic: str) -> Any:
 
 
 # ---------------------------------------------------------------- bare Twisted
-def server_frame(payload: bytes, opcode: int = 1) -> bytes:
-    n = len(payload)
-    if n < 126:
-        return bytes((0x80 | opcode, n)) + payload
-    if n < 65536:
-        return bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big") + payload
-
-
-def unmask(key: bytes, data: bytes) -> bytes:
-    n = len(data)
-    if not n:
-        return data
-    k = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
-
-
 class PreFramed(protocol.Protocol):
     """Minimal RFC 6455 server: handshake, masked client frames in, one frame out per
     message, the same bytes written to every other client (no fragmentation support;
@@ -134,35 +107,18 @@ class PreFramed(protocol.Protocol):
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"sec-websocket-key":
                     key = value.strip()
-            accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+            accept = accept_key(key)
             self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
             self.open = True
             self.factory.clients[self] = None
             buf = buf[i + 4:]
         pos, n = 0, len(buf)
-        while n - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            ln = b1 & 0x7F
-            hdr = 2
-            if ln == 126:
-                if n - pos < 4:
-                    break
-                ln = int.from_bytes(buf[pos + 2:pos + 4], "big")
-                hdr = 4
-            elif ln == 127:
-                if n - pos < 10:
-                    break
-                ln = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                hdr = 10
-            masked = b1 & 0x80
-            end = pos + hdr + (4 if masked else 0) + ln
-            if end > n:
-                break
+        for b0, start, end, masked in frames(buf):
             if masked:
-                payload = unmask(buf[pos + hdr:pos + hdr + 4], buf[pos + hdr + 4:end])
+                payload = xor_mask(buf[start - 4:start], buf[start:end])
             else:
-                payload = buf[pos + hdr:end]
+                payload = buf[start:end]
             op = b0 & 0x0F
             if op in (1, 2):
                 data_out = server_frame(payload, op)

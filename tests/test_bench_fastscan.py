@@ -18,11 +18,12 @@ from twisted.trial import unittest
 from oro_sync.core.frames import frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCH = os.path.join(os.path.dirname(HERE), "bench", "wampbench.py")
+#: The load generator's clients (bench/wampbench.py is the coordinator that runs them).
+BENCH = os.path.join(os.path.dirname(HERE), "bench", "wampbench_clients.py")
 
 
 def load_wampbench() -> Any:
-    spec = importlib.util.spec_from_file_location("wampbench_under_test", BENCH)
+    spec = importlib.util.spec_from_file_location("wampbench_clients_under_test", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
