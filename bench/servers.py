@@ -47,7 +47,7 @@ MAX_TOPICS = 1000
 
 # ---------------------------------------------------------------- oro-sync
 def oro_factory(topic: str) -> Any:
-    from oro_sync.wamp1 import WampServerFactory
+    from oro_sync.websocket.factory import WampServerFactory
 
     factory = WampServerFactory(None)
     factory.registerForPubSub(topic)

@@ -62,7 +62,7 @@ class AutobahnJsTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_js_publish_reaches_v1_on_a_route_open_to_users(self) -> Any:
-        self.server.factory.router.get("oro_sync.data_update").publishers = "users"
+        self.server.router.get("oro_sync.data_update").publishers = "users"
         browser = yield self.server.client(self, "jane")
         browser.subscribe("oro/data/update")
         yield round_trip(browser)

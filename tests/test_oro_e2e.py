@@ -86,7 +86,7 @@ class OroEndToEndTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_nine_oro_channels_backend_publish(self):
-        self.server.factory.handlers["oro_sync.ping"].clock = task.Clock()
+        self.server.handlers["oro_sync.ping"].clock = task.Clock()
         user = yield self.client("admin")
         user.seen = []
         backend = yield self.client()
@@ -166,7 +166,7 @@ class OroEndToEndTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_ping_cadence(self):
         clock = task.Clock()
-        self.server.factory.handlers["oro_sync.ping"].clock = clock
+        self.server.handlers["oro_sync.ping"].clock = clock
         user = yield self.client("admin")
         user.seen = []
         backend = yield self.client()
@@ -227,7 +227,7 @@ class OroEndToEndTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_route_opting_in_to_user_publishing(self):
-        self.server.factory.router.get("oro_sync.data_update").publishers = "users"
+        self.server.router.get("oro_sync.data_update").publishers = "users"
         user = yield self.client("admin")
         other = yield self.client("jane")
         backend = yield self.client()
@@ -251,7 +251,7 @@ class HandlerErrorTests(unittest.TestCase):
             config.services["oro_sync.topic.maintenance"]["arguments"] = ["oro_sync.maintenance"]
 
         server = start_oro_server(self, tweak)
-        route = server.factory.router.get("oro_sync.maintenance")
+        route = server.router.get("oro_sync.maintenance")
         route.callbacks = ("test.exploding", "oro_sync.maintenance")  # exploding first
         user = yield connect(server.number, path=server.path("admin"))
         backend = yield connect(server.number, path=server.path())

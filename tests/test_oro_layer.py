@@ -15,7 +15,7 @@ from oro_sync.core.hub import Hub
 from oro_sync.interfaces import IPubSubPolicy, IPushableTopic, ITopic
 from oro_sync.oro.pubsub import OroPubSub
 from oro_sync.oro.routing import Router, RoutingError, compile_route
-from oro_sync.server import build_factory
+from oro_sync.server import build_server
 from oro_sync.oro.services import ServiceError, build_handlers, default_references, resolve_parameters
 from oro_sync.oro.topics import (
     PING_MESSAGE, AbstractTopic, BroadcastTopic, SecuredTopic, SyncFailTopic, WebsocketPingTopic,
@@ -365,13 +365,14 @@ class ServiceTests(unittest.TestCase):
 class ConfigTests(unittest.TestCase):
     def test_shipped_config_builds_all_nine_channels(self) -> None:
         config = load_config()
-        factory = build_factory(config, task.Clock())
-        names = {route.name for route in factory.router.routes}
+        built = build_server(config, task.Clock())
+        factory = built.factory
+        names = {route.name for route in built.router.routes}
         self.assertEqual(len(names), 9)
-        self.assertEqual(set(factory.handlers), {cb for route in factory.router.routes for cb in route.callbacks})
-        self.assertIsInstance(factory.handlers["oro_sync.ping"], WebsocketPingTopic)
-        self.assertEqual(factory.handlers["oro_sync.ping"].interval, 50.0)
-        self.assertIsInstance(factory.handlers["oro_email.event"], SecuredTopic)
+        self.assertEqual(set(built.handlers), {cb for route in built.router.routes for cb in route.callbacks})
+        self.assertIsInstance(built.handlers["oro_sync.ping"], WebsocketPingTopic)
+        self.assertEqual(built.handlers["oro_sync.ping"].interval, 50.0)
+        self.assertIsInstance(built.handlers["oro_email.event"], SecuredTopic)
 
     def test_errors_name_the_setting(self) -> None:
         for data, fragment in [({"srever": {}}, "srever"),

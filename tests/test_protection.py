@@ -279,7 +279,7 @@ class LimitTests(ServerTestCase):
         yield self.round_trip(backend)
         seen = yield self.round_trip(listener)
         self.assertEqual([m[2] for m in seen], [0, 1, 2, 5])
-        self.assertEqual(self.server.factory.stats["publishes_throttled"], 2)
+        self.assertEqual(self.server.factory.metrics["publishes_throttled"], 2)
 
     @defer.inlineCallbacks
     def test_connections_per_address(self):
@@ -344,7 +344,7 @@ class LimitTests(ServerTestCase):
         yield two_pending
         self.assertEqual(factory._pending_handshakes, 2)
         self.assertTrue(factory._accept_paused)
-        self.assertEqual(factory.stats["accept_pauses"], 1)
+        self.assertEqual(factory.metrics["accept_pauses"], 1)
         waiting = connect(self.server.number, path=self.server.path("admin"), timeout=20)
         for d, session_id in stalled:
             d.callback(Identity.anonymous_for(session_id))
@@ -406,9 +406,9 @@ class SlowConsumerTests(ServerTestCase):
         broker = self.server.factory.hub.broker
         while not closed.called and sent < 5000:
             for _ in range(batch):
-                broker.publish("oro/data/update", [sent, event])
+                broker.publish_event("oro/data/update", [sent, event])
                 sent += 1
-            t = slow_session.transport
+            t = slow_session.connection.transport
             if t is not None and not closed.called:
                 peak = max(peak, len(t.dataBuffer) - t.offset + t._tempDataLen)
             # The reading subscriber gets every event of the batch.
@@ -416,13 +416,13 @@ class SlowConsumerTests(ServerTestCase):
                 msg = yield good.next_message()
                 self.assertEqual(msg[2][0], sent - batch + _)
         yield closed
-        self.assertEqual(self.server.factory.stats["slow_consumers_closed"], 1)
+        self.assertEqual(self.server.factory.metrics["slow_consumers_closed"], 1)
         # What the server held for the slow peer never exceeded the limit by
         # more than the transport's own buffer and one batch.
         self.assertLess(peak, limit + 64 * 1024 + batch * 10_100)
         self.assertTrue(good.is_open)
         more = sent
-        broker.publish("oro/data/update", [more, "after"])
+        broker.publish_event("oro/data/update", [more, "after"])
         msg = yield good.next_message()
         self.assertEqual(msg, [8, "oro/data/update", [more, "after"]])
 

@@ -73,8 +73,8 @@ class TlsTests(unittest.TestCase):
         # buffer under the TLS layer.
         from twisted.protocols.tls import TLSMemoryBIOProtocol
         session = server.factory.hub.sessions[user.session_id]
-        self.assertIsInstance(session.transport, TLSMemoryBIOProtocol)
-        socket_transport = session.transport.transport
+        self.assertIsInstance(session.connection.transport, TLSMemoryBIOProtocol)
+        socket_transport = session.connection.transport.transport
         socket_transport.write(b"")  # nothing queued: 0 either way
-        self.assertEqual(buffered_bytes(session.transport), buffered_bytes(socket_transport))
+        self.assertEqual(buffered_bytes(session.connection.transport), buffered_bytes(socket_transport))
         self.assertTrue(hasattr(socket_transport, "_tempDataLen"))

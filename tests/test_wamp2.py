@@ -576,5 +576,8 @@ class HardenedConfigTests(unittest.TestCase):
                             "oro_sync", "etc", "oro-sync.hardened.yml")
         factory = build_factory(load_config(path), task.Clock())
         self.assertEqual(factory.wamp2.realms, frozenset({"oro"}))
-        self.assertEqual(factory.wamp2.registration_rule, "nobody")
+        from oro_sync.identity import Identity
+
+        backend = Identity.anonymous_for("1", backend=True)
+        self.assertFalse(factory.wamp2.may_register(backend))  # the rule is "nobody"
         self.assertIn("wamp.2.json", factory.subprotocols)

@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor
 
 from oro_sync.auth.tickets import issue_ticket
 from oro_sync.config import load_config
-from oro_sync.server import build_factory
+from oro_sync.server import build_server
 
 SECRET = "TestSecretForOroSyncE2E"
 USERS = [
@@ -23,8 +23,10 @@ USERS = [
 class OroServer:
     """A listening Oro server plus ticket helpers; stopped by the test's cleanup."""
 
-    def __init__(self, factory: Any, port: Any):
-        self.factory = factory
+    def __init__(self, built: Any, port: Any):
+        self.factory = built.factory
+        self.router = built.router
+        self.handlers = built.handlers
         self.port = port
         self.number = port.getHost().port
 
@@ -85,19 +87,19 @@ def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None) 
     config.auth = {"secret": SECRET, "require_ticket": True, "users": {"file": users_file}}
     if tweak is not None:
         tweak(config)
-    factory = build_factory(config, reactor)
+    built = build_server(config, reactor)
+    factory = built.factory
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    server = OroServer(factory, port)
+    server = OroServer(built, port)
 
     @defer.inlineCallbacks
     def stop():
         yield port.stopListening()
         for session in list(factory.hub.sessions.values()):
-            session.transport.abortConnection()
-        authenticator = factory.authenticator
-        if authenticator is not None:
-            yield authenticator.verifier.shutdown()
-        for handler in factory.handlers.values():
+            session.connection.transport.abortConnection()
+        if built.verifier is not None:
+            yield built.verifier.shutdown()
+        for handler in built.handlers.values():
             for call in list(getattr(handler, "timers", {}).values()):
                 if call.running:
                     call.stop()
