@@ -100,6 +100,13 @@ def _redacted(parts: Any) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 
+def _converted(name: str, value: str, convert: Callable[[str], Any]) -> Any:
+    try:
+        return convert(value)
+    except ValueError:
+        raise ValueError(f"bad value for {name!r} in database URL: {value!r}") from None
+
+
 def parse_database_url(url: str) -> DatabaseUrl:
     """Split a database URL (see the module docstring) into driver arguments.
 
@@ -111,35 +118,32 @@ def parse_database_url(url: str) -> DatabaseUrl:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"bad port in database URL: {exc}") from None
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
+    # Only what the URL gives: the driver's defaults (local socket, default
+    # port, current user...) apply to the rest.
+    given: dict[str, Any] = {
+        key: value for key, value in (
+            ("host", parts.hostname),
+            ("port", port),
+            ("user", unquote(parts.username) if parts.username else None),
+            ("password", unquote(parts.password) if parts.password is not None else None),
+        ) if value is not None
+    }
     database = unquote(parts.path.lstrip("/")) or None
-    host = parts.hostname
 
     options: dict[str, Any] = {}
     driver_options: dict[str, str] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in _PROVIDER_OPTIONS:
-            try:
-                options[name] = _PROVIDER_OPTIONS[name](value)
-            except ValueError:
-                raise ValueError(f"bad value for {name!r} in database URL: {value!r}") from None
+            options[name] = _converted(name, value, _PROVIDER_OPTIONS[name])
         else:
             driver_options[name] = value
 
     connect: dict[str, Any]
     if scheme in _POSTGRES_SCHEMES:
         dbapi_name = "psycopg2"
-        connect = {"connect_timeout": "5", "application_name": "oro-sync"}
-        for key, value in (
-            ("host", host),
-            ("port", port),
-            ("user", user),
-            ("password", password),
-            ("dbname", database),
-        ):
-            if value is not None:
-                connect[key] = value
+        connect = {"connect_timeout": "5", "application_name": "oro-sync", **given}
+        if database is not None:
+            connect["dbname"] = database
         # libpq keywords pass through (sslmode, keepalives, host=/socket/dir...).
         connect.update(driver_options)
     elif scheme in _MYSQL_SCHEMES:
@@ -149,16 +153,10 @@ def parse_database_url(url: str) -> DatabaseUrl:
             "read_timeout": 30,
             "write_timeout": 30,
             "charset": "utf8mb4",
+            **given,
         }
-        for key, value in (
-            ("host", host),
-            ("port", port),
-            ("user", user),
-            ("password", password),
-            ("database", database),
-        ):
-            if value is not None:
-                connect[key] = value
+        if database is not None:
+            connect["database"] = database
         for name, value in driver_options.items():
             convert = _MYSQL_OPTIONS.get(name)
             if convert is None:
@@ -166,10 +164,7 @@ def parse_database_url(url: str) -> DatabaseUrl:
                     f"unknown MySQL option {name!r} in database URL"
                     f" (known: {', '.join(sorted(_MYSQL_OPTIONS))})"
                 )
-            try:
-                connect[name] = convert(value)
-            except ValueError:
-                raise ValueError(f"bad value for {name!r} in database URL: {value!r}") from None
+            connect[name] = _converted(name, value, convert)
     else:
         raise ValueError(
             f"unsupported database URL scheme {parts.scheme!r}"
