@@ -61,14 +61,12 @@ def build_user_provider(settings: Any, base: str) -> Any:
         raise ConfigError(f"auth.users.url: {e}") from None
 
 
-def build_verifier(settings: dict[str, Any], base: str, reactor: Any) -> Any:
-    """The ticket verifier of an ``auth`` section (None without one)."""
+def build_verifier(settings: dict[str, Any], users: Any, reactor: Any) -> Any:
+    """The ticket verifier of an ``auth`` section, looking users up in ``users``."""
     from oro_sync.auth.verifier import TicketVerifier
 
-    if not settings:
-        return None
     try:
-        return TicketVerifier(settings["secret"], build_user_provider(settings.get("users"), base),
+        return TicketVerifier(settings["secret"], users,
                               ttl=float(settings.get("ticket_ttl", 300)),
                               one_time=bool(settings.get("one_time_tickets", False)),
                               leeway=float(settings.get("clock_leeway", 0)), clock=reactor)
@@ -98,12 +96,18 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
                   metrics=metrics)
     router = Router.from_files(config.routing)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
-    verifier = build_verifier(config.auth, base, reactor)
-    authenticator = None
+    verifier = authenticator = None
     may_publish = publish_permission(ANYONE)
-    if verifier is not None:
+    if config.auth:
+        users = build_user_provider(config.auth.get("users"), base)
+        verifier = build_verifier(config.auth, users, reactor)
         authenticator = TicketAuthenticator(verifier, bool(config.auth.get("require_ticket", True)))
         may_publish = publish_permission(config.auth.get("publishers", BACKEND))
+        metrics.add_source("tickets", lambda: {"computations": verifier.computations,
+                                               "cache_hits": verifier.cache_hits,
+                                               "deduplicated": verifier.deduplicated})
+        if isinstance(getattr(users, "stats", None), dict):
+            metrics.add_source("users", lambda: users.stats)
     policy = OroPubSub(hub, router, handlers, may_publish=may_publish, metrics=metrics)
     factory = WampServerFactory(
         hub=hub,

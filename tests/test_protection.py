@@ -244,6 +244,58 @@ class PhpBackendClientTests(ServerTestCase):
         self.assertTrue(listener.is_open)
 
 
+class _SendLog:
+    """Stands in for an accepted socket and records each send() (one
+    system call, so one read for a client that reads once)."""
+
+    def __init__(self, sock, sends):
+        self._sock, self.sends = sock, sends
+
+    def send(self, data):
+        n = self._sock.send(data)
+        self.sends.append(bytes(data[:n]))
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class OneWriteHandshakeTests(ServerTestCase):
+    """Oro >= 5.1's PHP client reads the upgrade response for at most 1 s on
+    a non-blocking socket, stops at the first empty read and takes WELCOME
+    from that same read: the 101 and WELCOME must leave in one send()."""
+
+    @defer.inlineCallbacks
+    def test_101_and_welcome_leave_in_one_send(self):
+        self.start()
+        factory = self.server.factory
+        sends: list = []
+        base = factory.protocol
+
+        class Recorded(base):
+            def connectionMade(self):
+                self.transport.socket = _SendLog(self.transport.socket, sends)
+                super().connectionMade()
+
+        factory.protocol = Recorded
+        self.addCleanup(setattr, factory, "protocol", base)
+        raw = RawClient()
+        yield protocol.ClientCreator(reactor, lambda: raw).connectTCP("127.0.0.1", self.server.number)
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.transport.write((f"GET /ws?ticket={quote(self.server.ticket(), safe='')} HTTP/1.1\r\n"
+                             f"Host: 127.0.0.1:{self.server.number}\r\nUpgrade: WebSocket\r\n"
+                             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                             "Sec-WebSocket-Protocol: wamp\r\nSec-WebSocket-Version: 13\r\n"
+                             "Origin: 127.0.0.1\r\n\r\n").encode())
+        yield raw.got_response  # sends[0] is final once the 101 arrived
+        first = sends[0]
+        self.assertTrue(first.startswith(b"HTTP/1.1 101 "), first[:80])
+        self.assertIn(b'\x81', first)  # a text frame follows the headers...
+        self.assertIn(b'[0,"', first)  # ...and it is WELCOME, in the same send()
+        raw.transport.abortConnection()
+        yield raw.lost
+
+
 class LimitTests(ServerTestCase):
     def limits(self, **kw):
         def tweak(config):
