@@ -14,7 +14,7 @@ from oro_sync.core.payload import Payload, from_v2, to_v2
 from oro_sync.core.hub import Hub
 from oro_sync.wamp1.pubsub import AutobahnPubSub, PubSubRegistry
 from tests.support import wamp2
-from tests.support.client import connect
+from tests.support.client import ConnectionClosed, connect
 from tests.support.oro_server import start_oro_server
 from tests.test_wamp1_server import PING, TOPIC, ServerTestCase
 
@@ -263,15 +263,18 @@ class Wamp2RawTests(ServerTestCase):
         clock = task.Clock()
         self.factory.clock = clock
         c = yield self.raw(hello=False)
-        yield self.sync_server()
+        self.assert_hello_timer_armed(clock)
         clock.advance(self.factory.limits.handshake_timeout + 1)
         _, code, _ = yield c.closed
         self.assertEqual(code, 1000)
 
-    def sync_server(self) -> defer.Deferred:
-        """Let the server finish opening the connection (its timer is armed in onOpen)."""
-        from twisted.internet import reactor
-        return task.deferLater(reactor, 0.05, lambda: None)
+    def assert_hello_timer_armed(self, clock: task.Clock) -> None:
+        """The server armed its HELLO timer: no need to wait for it, since
+        Autobahn runs the server's onOpen (which arms it) in the very call
+        that queues the 101 response, before any byte of it reaches the
+        client; so once the client is open, the timer is there."""
+        armed = [call.getTime() for call in clock.getDelayedCalls() if call.active()]
+        self.assertEqual(armed, [self.factory.limits.handshake_timeout])
 
 
 class OroWamp2Tests(unittest.TestCase):
@@ -544,14 +547,16 @@ class Wamp2SessionFuzzTests(ServerTestCase):
                 sessions += 1
             c.send(shaped())
             c.send([48, 424242, {}, PING, []])  # then a round trip: processed, or the session ended
-            while True:
+            for _ in range(10):  # the answer to shaped(), if any, then the pong
                 try:
                     msg = yield c.next_message(timeout=5)
-                except Exception:  # closed (ABORT for a protocol violation)
-                    break
+                except ConnectionClosed:  # closed (ABORT for a protocol violation)
+                    break  # a MessageTimeout is neither: it fails the test
                 if isinstance(msg, list) and msg[:2] == [50, 424242]:
                     answered += 1
                     break
+            else:
+                self.fail(f"no pong and no close after {msg!r}")
         # Both kinds happened: requests answered and sessions aborted.
         self.assertGreater(answered, 50)
         self.assertGreater(sessions, 10)
