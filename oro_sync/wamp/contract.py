@@ -82,3 +82,36 @@ def own_procedure(conn: Any, services: SessionServices, uri: str) -> Any:
     own = getattr(conn, "rpc_registry", None)
     proc = own.lookup(uri) if own is not None else None
     return proc if proc is not None else services.rpc.lookup(uri)
+
+
+class SessionBase:
+    """What a WAMP v1 and a WAMP v2 session have in common as the core's
+    ISession: identity, subscriptions, and the way to their connection."""
+
+    def __init__(self, conn: Any, services: SessionServices, session_id: str, identity: Any):
+        self.conn = conn
+        self.services = services
+        self.session_id = session_id
+        self.identity = identity
+        #: Topic URIs this session is in (kept by the core).
+        self.subscriptions: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.session_id}>"
+
+    @property
+    def connection(self) -> Any:
+        """The WebSocket connection carrying this session."""
+        return self.conn
+
+    @property
+    def pubsub_registry(self) -> Any:
+        """Topics the connection registered for itself (0.8 style), or None."""
+        return getattr(self.conn, "pubsub_registry", None)
+
+    def send_frame(self, data: bytes) -> None:
+        """Before the session is ready nothing may be sent (the connection
+        sets the real one, its peer queue's ``send``)."""
+
+    def close(self, code: int, reason: str) -> None:
+        self.conn.close(code, reason)

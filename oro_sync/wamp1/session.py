@@ -21,7 +21,7 @@ from oro_sync.core.policy import SubscriptionDenied
 from oro_sync.core.publish import PublishRequest, new_id
 from oro_sync.core.session import ISession, new_session_id
 from oro_sync.logs import Logger
-from oro_sync.wamp.contract import IWampSession, SessionServices, own_procedure
+from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, own_procedure
 from oro_sync.wamp.rpc import error_triple
 from oro_sync.wamp1 import messages as m
 
@@ -40,7 +40,7 @@ def encode_event(topic: Any, event: Any, publication_id: int = 0) -> bytes:
 
 
 @implementer(ISession, IWampSession)
-class Wamp1Session:
+class Wamp1Session(SessionBase):
     """One client's WAMP v1 session (the core's ISession of that client)."""
 
     _log = Logger()
@@ -50,31 +50,8 @@ class Wamp1Session:
     new_session_id = staticmethod(new_session_id)
 
     def __init__(self, conn: Any, services: SessionServices, session_id: str, identity: Any):
-        self.conn = conn
-        self.services = services
-        self.session_id = session_id
-        self.identity = identity
+        super().__init__(conn, services, session_id, identity)
         self.prefixes: dict[str, str] = {}
-        self.subscriptions: set[str] = set()
-
-    def __repr__(self) -> str:
-        return f"<Wamp1Session {self.session_id}>"
-
-    @property
-    def connection(self) -> Any:
-        """The WebSocket connection carrying this session."""
-        return self.conn
-
-    @property
-    def pubsub_registry(self) -> Any:
-        """Topics the connection registered for itself (0.8 style), or None."""
-        return getattr(self.conn, "pubsub_registry", None)
-
-    def send_frame(self, data: bytes) -> None:
-        """Before WELCOME nothing may be sent (the connection sets the real one)."""
-
-    def close(self, code: int, reason: str) -> None:
-        self.conn.close(code, reason)
 
     # -- IWampSession --------------------------------------------------------------
 

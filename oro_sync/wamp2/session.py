@@ -34,7 +34,7 @@ from oro_sync.core.policy import SubscriptionDenied
 from oro_sync.core.publish import PublishRequest, new_id
 from oro_sync.core.session import ISession
 from oro_sync.logs import Logger, clip
-from oro_sync.wamp.contract import IWampSession, SessionServices, own_procedure
+from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, own_procedure
 from oro_sync.wamp.rpc import ERROR_INTERNAL, error_triple
 from oro_sync.wamp2 import messages as m
 from oro_sync.wamp2.dealer import ERROR_PROCEDURE_EXISTS
@@ -52,7 +52,7 @@ def _new_session_id() -> str:
 
 
 @implementer(ISession, IWampSession)
-class Wamp2Session:
+class Wamp2Session(SessionBase):
     """One client's WAMP v2 session (the core's ISession of that client)."""
 
     _log = Logger()
@@ -62,13 +62,8 @@ class Wamp2Session:
 
     def __init__(self, conn: Any, services: SessionServices, router: Wamp2Router,
                  session_id: str, identity: Any):
-        self.conn = conn
-        self.services = services
+        super().__init__(conn, services, session_id, identity)
         self.router = router
-        self.session_id = session_id
-        self.identity = identity
-        #: Topic URIs this session is in (kept by the core).
-        self.subscriptions: set[str] = set()
         self.encoder = router.encoder
         self.established = False
         self.realm = ""
@@ -80,24 +75,6 @@ class Wamp2Session:
         self.registrations: set[int] = set()
         self.calls: dict[int, Any] = {}
         self.invocations: dict[int, Any] = {}
-
-    def __repr__(self) -> str:
-        return f"<Wamp2Session {self.session_id}>"
-
-    @property
-    def connection(self) -> Any:
-        """The WebSocket connection carrying this session."""
-        return self.conn
-
-    @property
-    def pubsub_registry(self) -> Any:
-        return getattr(self.conn, "pubsub_registry", None)
-
-    def send_frame(self, data: bytes) -> None:
-        """Before WELCOME nothing may be sent (the connection sets the real one)."""
-
-    def close(self, code: int, reason: str) -> None:
-        self.conn.close(code, reason)
 
     # -- IWampSession -------------------------------------------------------------
 
