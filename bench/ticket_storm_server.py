@@ -20,7 +20,7 @@ sys.path.insert(0, REPO)  # the checked-out oro_sync, for issue_ticket and the s
 
 import yaml  # noqa: E402  (a dependency of oro-sync itself)
 
-from oro_sync.auth.tickets import issue_ticket  # noqa: E402
+from oro_sync.auth.ticket_signing import issue_ticket  # noqa: E402
 
 SHIPPED_CONFIG = os.path.join(REPO, "oro_sync", "etc", "oro-sync.yml")
 SHIPPED_ROUTES = os.path.join(REPO, "oro_sync", "etc", "websocket_routing.yml")

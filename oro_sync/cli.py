@@ -16,7 +16,7 @@ from oro_sync.config import ConfigError, load_config
 
 
 def _ticket(args: argparse.Namespace) -> int:
-    from oro_sync.auth.tickets import issue_ticket
+    from oro_sync.auth.ticket_signing import issue_ticket
 
     config = load_config(args.config)
     secret = config.auth.get("secret")

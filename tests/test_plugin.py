@@ -32,7 +32,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from oro_sync.auth.interfaces import UserRecord
-from oro_sync.auth.tickets import check_ticket, issue_ticket
+from oro_sync.auth.ticket_signing import issue_ticket
+from oro_sync.auth.tickets import check_ticket
 from oro_sync.config import DEFAULT_CONFIG, load_config
 from tests.support.client import HandshakeFailed, connect
 

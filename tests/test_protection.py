@@ -13,7 +13,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from oro_sync.auth.tickets import issue_ticket
+from oro_sync.auth.ticket_signing import issue_ticket
 from oro_sync.websocket.limits import Limits
 from tests.support.client import HandshakeFailed, connect
 from tests.support.oro_server import SECRET, start_oro_server

@@ -19,11 +19,13 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from oro_sync.auth.interfaces import IUserProvider, UserRecord
+from oro_sync.auth.ticket_signing import (
+    InvalidSecretError, compute_digest, issue_ticket, merge_password_and_salt,
+)
 from oro_sync.auth.tickets import (
     BAD_DIGEST, BAD_FORMAT, DEFAULT_TTL, EXPIRED, FUTURE, MAX_TICKET_CHARS,
-    REPLAYED, UNKNOWN_USER, InvalidSecretError, NonceStore, TicketError,
-    VerifiedTicket, check_created, check_ticket, compute_digest,
-    merge_password_and_salt, parse_created, parse_ticket, issue_ticket,
+    REPLAYED, UNKNOWN_USER, NonceStore, TicketError, VerifiedTicket,
+    check_created, check_ticket, parse_created, parse_ticket,
 )
 from oro_sync.auth.digest_pool import IDigestPool, InlineDigestPool, ProcessDigestPool
 from oro_sync.auth.verifier import TicketVerifier, VerifierService

@@ -25,7 +25,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from oro_sync.auth.tickets import compute_digest
+from oro_sync.auth.ticket_signing import compute_digest
 from oro_sync.logs import Logger
 
 __all__ = ["IDigestPool", "InlineDigestPool", "ProcessDigestPool", "exit_with_parent"]
@@ -63,7 +63,7 @@ class IDigestPool(Interface):
 
     def compute(nonce: str, created: str, password: str, secret: str) -> Deferred:
         """Fire (on the reactor thread) with
-        :func:`~oro_sync.auth.tickets.compute_digest` of the arguments."""
+        :func:`~oro_sync.auth.ticket_signing.compute_digest` of the arguments."""
 
     def shutdown() -> Deferred:
         """Release workers; fire when they are gone."""

@@ -1,18 +1,15 @@
-"""Oro sync tickets: digest, issuing, parsing and checking (pure, no I/O).
+"""Oro sync tickets: parsing and checking, and one-time use (pure, no I/O).
 
-A ticket is ``base64("<digest>;<username>;<nonce>;<created>")`` where the
-digest is Symfony's ``MessageDigestPasswordEncoder`` (sha512, 5000
-iterations, base64) applied to ``"<nonce>|<created>|<password>"`` salted with
-the application secret.  ``password`` is the user's stored password hash, or
-the secret itself for an anonymous (backend) ticket whose username is empty.
-See ``shared/reference/oro-sync-compat.md``, "Authentication: sync tickets".
+A ticket is ``base64("<digest>;<username>;<nonce>;<created>")``; an
+empty username makes an anonymous (backend) ticket.  See
+``shared/reference/oro-sync-compat.md``, "Authentication: sync tickets".
 
-Everything here is synchronous and deterministic: time is always passed in
-(``now``, seconds since the epoch) so tests never sleep, and the expensive
-digest (:func:`compute_digest`, ~5-15 ms of CPU) is a plain top-level
-function so that :mod:`oro_sync.auth.verifier` can ship it to worker
-processes.  :func:`check_ticket` is the whole validation for callers that can
-look users up synchronously (tests, command-line tools); the server uses
+The digest itself, and issuing tickets, are in
+:mod:`oro_sync.auth.ticket_signing`.  Everything here is synchronous and
+deterministic: time is always passed in (``now``, seconds since the epoch)
+so tests never sleep.  :func:`check_ticket` is the whole validation for
+callers that can look users up synchronously (tests, command-line tools);
+the server uses
 :class:`oro_sync.auth.verifier.TicketVerifier`, which runs the same steps
 asynchronously.
 """
@@ -21,44 +18,34 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import math
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from oro_sync.logs import Logger
 
 from oro_sync.auth.expiring import ExpiringMap
 from oro_sync.auth.interfaces import UserRecord
+from oro_sync.auth.ticket_signing import compute_digest, digest_matches, password_too_long
 
 if TYPE_CHECKING:  # pragma: no cover
     from oro_sync.identity import Identity
 
 __all__ = [
     "BAD_DIGEST", "BAD_FORMAT", "DEFAULT_TTL", "EXPIRED", "FUTURE",
-    "ITERATIONS", "MAX_PASSWORD_BYTES", "MAX_TICKET_CHARS", "REASONS",
-    "REPLAYED", "UNKNOWN_USER",
-    "InvalidSecretError", "NonceStore", "ParsedTicket", "TicketError",
-    "VerifiedTicket", "check_created", "check_ticket", "compute_digest",
-    "digest_matches", "finish_check", "issue_ticket", "merge_password_and_salt",
-    "parse_created", "parse_ticket", "password_for", "password_too_long",
-    "user_usable", "validate_secret",
+    "MAX_TICKET_CHARS", "REASONS", "REPLAYED", "UNKNOWN_USER",
+    "NonceStore", "ParsedTicket", "TicketError", "VerifiedTicket",
+    "check_created", "check_ticket", "finish_check", "parse_created",
+    "parse_ticket", "password_for", "user_usable",
 ]
 
 log = Logger(namespace=__name__)
 
 #: Oro's default ticket lifetime (seconds).
 DEFAULT_TTL = 300
-#: Symfony MessageDigestPasswordEncoder's default iteration count.
-ITERATIONS = 5000
-#: Symfony refuses to encode a raw password longer than this (bytes); it also
-#: bounds the work an attacker can ask for with a huge nonce.
-MAX_PASSWORD_BYTES = 4096
 #: Longest base64 ticket accepted.  Real tickets are ~150-250 chars; the
 #: bound keeps junk out of memory and caches.
 MAX_TICKET_CHARS = 8192
@@ -90,63 +77,6 @@ class TicketError(Exception):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}" if self.detail else self.reason
-
-
-class InvalidSecretError(ValueError):
-    """The application secret cannot be used as a Symfony salt."""
-
-
-# ---------------------------------------------------------------- digest
-
-
-def merge_password_and_salt(password: str, salt: str) -> str:
-    """Symfony ``BasePasswordEncoder::mergePasswordAndSalt``.
-
-    PHP's ``empty()`` treats ``""`` and ``"0"`` as empty, in which case the
-    password is used unsalted; reproduced so digests stay identical.
-    """
-    if salt == "" or salt == "0":
-        return password
-    if "{" in salt or "}" in salt:
-        raise InvalidSecretError("Cannot use { or } in salt (the sync secret).")
-    return f"{password}{{{salt}}}"
-
-
-def validate_secret(secret: str) -> None:
-    """Raise :class:`InvalidSecretError` unless ``secret`` can sign tickets.
-
-    Besides Symfony's brace rule, an empty secret is refused here: anonymous
-    tickets are keyed by the secret alone, so an empty one would let anybody
-    mint backend tickets.
-    """
-    if not isinstance(secret, str) or secret == "":
-        raise InvalidSecretError("The sync secret must be a non-empty string.")
-    merge_password_and_salt("", secret)
-
-
-def compute_digest(nonce: str, created: str, password: str, secret: str,
-                   iterations: int = ITERATIONS) -> str:
-    """The ticket digest Oro computes (base64 of 64 raw sha512 bytes).
-
-    Top-level and argument-only so it can run in a worker process.  Strings
-    are hashed as UTF-8, like PHP hashes the bytes it was given.
-    """
-    salted = merge_password_and_salt(f"{nonce}|{created}|{password}", secret).encode("utf-8")
-    sha512 = hashlib.sha512
-    d = sha512(salted).digest()
-    for _ in range(iterations - 1):
-        d = sha512(d + salted).digest()
-    return base64.b64encode(d).decode("ascii")
-
-
-def digest_matches(expected: str, presented: str) -> bool:
-    """Constant-time comparison (Oro used ``===``; timing should not leak)."""
-    return hmac.compare_digest(expected.encode("utf-8"), presented.encode("utf-8"))
-
-
-def password_too_long(nonce: str, created: str, password: str) -> bool:
-    """Symfony's ``isPasswordTooLong`` on the raw (unsalted) password."""
-    return len(f"{nonce}|{created}|{password}".encode("utf-8")) > MAX_PASSWORD_BYTES
 
 
 # ---------------------------------------------------------------- parsing
@@ -355,52 +285,6 @@ def finish_check(parsed: ParsedTicket, user: UserRecord | None, expected: str,
 def password_for(user: UserRecord | None, secret: str) -> str:
     """The "password" a ticket is signed with: hash for users, else the secret."""
     return secret if user is None else user.password
-
-
-# ---------------------------------------------------------------- issuing
-
-
-def _created_string(now: float | datetime | None) -> str:
-    if now is None:
-        now = time.time()
-    if isinstance(now, datetime):
-        if now.tzinfo is None or now.utcoffset() is None:
-            raise ValueError("issue_ticket needs an aware datetime (with an offset)")
-        when = now
-    else:
-        when = datetime.fromtimestamp(now, timezone.utc)
-    return when.replace(microsecond=0).isoformat()
-
-
-def issue_ticket(secret: str, username: str = "", password_hash: str | None = None,
-                 now: float | datetime | None = None, nonce: str | None = None) -> str:
-    """Make a ticket Oro (and oro-sync) accepts.
-
-    Anonymous/backend ticket: ``issue_ticket(secret)``.  User ticket:
-    ``issue_ticket(secret, "admin", user_password_hash)``.  ``now`` is a
-    POSIX timestamp (written as UTC, ``+00:00``) or an aware datetime (its
-    offset is kept, like Oro's ``format('c')``); ``nonce`` defaults to 16
-    random hex characters.
-    """
-    validate_secret(secret)
-    if username:
-        if password_hash is None:
-            raise ValueError("a user ticket needs the user's password hash")
-        password = password_hash
-    else:
-        if password_hash is not None:
-            raise ValueError("an anonymous ticket is keyed by the secret; pass no password_hash")
-        password = secret
-    if nonce is None:
-        nonce = secrets.token_hex(8)
-    if ";" in nonce or not nonce:
-        raise ValueError("the nonce must be non-empty and contain no ';'")
-    created = _created_string(now)
-    if password_too_long(nonce, created, password):
-        raise ValueError("password hash too long for a ticket")
-    digest = compute_digest(nonce, created, password, secret)
-    text = f"{digest};{username};{nonce};{created}"
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 # ---------------------------------------------------------------- one-time use

@@ -34,10 +34,10 @@ from twisted.python.failure import Failure
 from oro_sync.auth.digest_pool import IDigestPool, ProcessDigestPool
 from oro_sync.auth.expiring import ExpiringMap
 from oro_sync.auth.interfaces import IUserProvider, UserRecord
+from oro_sync.auth.ticket_signing import password_too_long, validate_secret
 from oro_sync.auth.tickets import (
     BAD_DIGEST, DEFAULT_TTL, UNKNOWN_USER, NonceStore, ParsedTicket, TicketError,
-    VerifiedTicket, check_created, finish_check, parse_ticket,
-    password_for, password_too_long, user_usable, validate_secret,
+    VerifiedTicket, check_created, finish_check, parse_ticket, password_for, user_usable,
 )
 from oro_sync.logs import Logger
 

@@ -1,4 +1,4 @@
-"""WAMP v2 messages (JSON serializer): parsing, validation and encoding, with no I/O.
+"""WAMP v2 messages (JSON serializer): parsing and validation, with no I/O.
 
 The router side of the WAMP v2 basic profile: what a client may send is
 turned into one of the message classes below, or into a :class:`ProtocolError`
@@ -6,6 +6,11 @@ turned into one of the message classes below, or into a :class:`ProtocolError`
 :class:`InvalidRequest` when the request id is known and the answer is an
 ERROR for that request only.  JSON is decoded as strictly as for WAMP v1 (no
 NaN, no infinities), so whatever is accepted can be sent on.
+
+This module is the one entry point of the v2 grammar: the session, broker
+and dealer use ``from oro_sync.wamp2 import messages as m`` and find here
+the numbers and URIs of :mod:`oro_sync.wamp2.codes` and the router-to-client
+encoders of :mod:`oro_sync.wamp2.encode` (``m.event(...)``), re-exported.
 """
 
 from __future__ import annotations
@@ -15,48 +20,22 @@ from typing import Any, Union
 
 from oro_sync.wamp.codec import JsonError, encode_json
 from oro_sync.wamp.codec import decode_json as _decode_json
+from oro_sync.wamp2 import codes, encode
+from oro_sync.wamp2.codes import (  # noqa: F401 (re-exported, see above)
+    ABORT, CALL, CANCEL, CLOSE_GOODBYE_AND_OUT, CLOSE_NORMAL, CLOSE_SYSTEM_SHUTDOWN, ERROR,
+    ERROR_INVALID_ARGUMENT, ERROR_INVALID_URI, ERROR_NO_SUCH_PROCEDURE, ERROR_NO_SUCH_REALM,
+    ERROR_NO_SUCH_REGISTRATION, ERROR_NO_SUCH_SUBSCRIPTION, ERROR_NOT_AUTHORIZED,
+    ERROR_PROTOCOL_VIOLATION, ERROR_RUNTIME, EVENT, GOODBYE, HELLO, INTERRUPT, INVOCATION, MAX_ID,
+    PUBLISH, PUBLISHED, REGISTER, REGISTERED, RESULT, SUBSCRIBE, SUBSCRIBED, UNREGISTER,
+    UNREGISTERED, UNSUBSCRIBE, UNSUBSCRIBED, WELCOME, YIELD,
+)
+from oro_sync.wamp2.encode import (  # noqa: F401 (re-exported, see above)
+    abort, error, event, goodbye, interrupt, invocation, published, registered, result, subscribed,
+    unregistered, unsubscribed, welcome,
+)
 
-__all__ = ["encode_json", "parse_message", "ProtocolError", "InvalidRequest"]
-
-HELLO = 1
-WELCOME = 2
-ABORT = 3
-GOODBYE = 6
-ERROR = 8
-PUBLISH = 16
-PUBLISHED = 17
-SUBSCRIBE = 32
-SUBSCRIBED = 33
-UNSUBSCRIBE = 34
-UNSUBSCRIBED = 35
-EVENT = 36
-CALL = 48
-CANCEL = 49
-RESULT = 50
-REGISTER = 64
-REGISTERED = 65
-UNREGISTER = 66
-UNREGISTERED = 67
-INVOCATION = 68
-INTERRUPT = 69
-YIELD = 70
-
-#: Largest id a WAMP peer may use (2^53, exact in every JSON implementation).
-MAX_ID = 2 ** 53
-
-# Error and close reason URIs of the WAMP v2 specification.
-ERROR_PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
-ERROR_INVALID_URI = "wamp.error.invalid_uri"
-ERROR_INVALID_ARGUMENT = "wamp.error.invalid_argument"
-ERROR_NO_SUCH_REALM = "wamp.error.no_such_realm"
-ERROR_NO_SUCH_SUBSCRIPTION = "wamp.error.no_such_subscription"
-ERROR_NO_SUCH_PROCEDURE = "wamp.error.no_such_procedure"
-ERROR_NO_SUCH_REGISTRATION = "wamp.error.no_such_registration"
-ERROR_NOT_AUTHORIZED = "wamp.error.not_authorized"
-ERROR_RUNTIME = "wamp.error.runtime_error"
-CLOSE_NORMAL = "wamp.close.normal"
-CLOSE_GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
-CLOSE_SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
+__all__ = ["encode_json", "parse_message", "ProtocolError", "InvalidRequest", "valid_uri",
+           *codes.__all__, *encode.__all__]
 
 _ROLES = ("publisher", "subscriber", "caller", "callee")
 _SERVER_TO_CLIENT = {INTERRUPT: "INTERRUPT", WELCOME: "WELCOME", PUBLISHED: "PUBLISHED", SUBSCRIBED: "SUBSCRIBED",
@@ -360,70 +339,3 @@ def parse_message(payload: bytes | str) -> Message:
     if kind in _SERVER_TO_CLIENT:
         raise ProtocolError(f"{_SERVER_TO_CLIENT[kind]} is a router-to-client message")
     raise ProtocolError(f"unknown WAMP message type {kind}")
-
-
-# -- encoding (router to client) ---------------------------------------------
-
-def _with_payload(msg: list, args: list | None, kwargs: dict | None) -> list:
-    if kwargs:
-        msg.append(args if args is not None else [])
-        msg.append(kwargs)
-    elif args:
-        msg.append(args)
-    return msg
-
-
-def welcome(session_id: int, details: dict) -> str:
-    return encode_json([WELCOME, session_id, details])
-
-
-def abort(reason: str, message: str | None = None) -> str:
-    return encode_json([ABORT, {"message": message} if message else {}, reason])
-
-
-def goodbye(reason: str, message: str | None = None) -> str:
-    return encode_json([GOODBYE, {"message": message} if message else {}, reason])
-
-
-def error(request_type: int, request_id: int, error_uri: str, args: list | None = None,
-          kwargs: dict | None = None) -> str:
-    return encode_json(_with_payload([ERROR, request_type, request_id, {}, error_uri], args, kwargs))
-
-
-def published(request_id: int, publication: int) -> str:
-    return encode_json([PUBLISHED, request_id, publication])
-
-
-def subscribed(request_id: int, subscription: int) -> str:
-    return encode_json([SUBSCRIBED, request_id, subscription])
-
-
-def unsubscribed(request_id: int) -> str:
-    return encode_json([UNSUBSCRIBED, request_id])
-
-
-def event(subscription: int, publication: int, args: list | None, kwargs: dict | None,
-          details: dict | None = None) -> str:
-    return encode_json(_with_payload([EVENT, subscription, publication, details or {}], args, kwargs))
-
-
-def result(request_id: int, args: list | None, kwargs: dict | None) -> str:
-    return encode_json(_with_payload([RESULT, request_id, {}], args, kwargs))
-
-
-def registered(request_id: int, registration: int) -> str:
-    return encode_json([REGISTERED, request_id, registration])
-
-
-def unregistered(request_id: int) -> str:
-    return encode_json([UNREGISTERED, request_id])
-
-
-def invocation(request_id: int, registration: int, args: list | None, kwargs: dict | None,
-               details: dict | None = None) -> str:
-    return encode_json(_with_payload([INVOCATION, request_id, registration, details or {}], args, kwargs))
-
-
-def interrupt(request_id: int) -> str:
-    return encode_json([INTERRUPT, request_id, {}])
-

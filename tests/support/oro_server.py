@@ -8,7 +8,7 @@ from typing import Any, Callable
 import yaml
 from twisted.internet import defer, reactor
 
-from oro_sync.auth.tickets import issue_ticket
+from oro_sync.auth.ticket_signing import issue_ticket
 from oro_sync.config import load_config
 from oro_sync.server import build_server
 
