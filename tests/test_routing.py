@@ -175,6 +175,14 @@ class FileErrorsTests(unittest.TestCase):
                     y: {pattern: '\\d+'}
             """, "'r4'", "'y'")
 
+    def test_bad_publishers_word(self) -> None:
+        self.assertRoutingError("""
+            r6:
+                channel: 'a'
+                handler: {callback: 'h'}
+                publishers: somebody
+            """, "'r6'", "'publishers' must be one of", "'somebody'")
+
     def test_invalid_yaml(self) -> None:
         self.assertRoutingError("r5: [unclosed", "invalid YAML")
 
@@ -188,6 +196,19 @@ class FileErrorsTests(unittest.TestCase):
 
 
 class LoadingTests(unittest.TestCase):
+    def test_publishers_aliases_are_normalized(self) -> None:
+        # The rules' vocabulary: "everyone" is stored as the rule's name.
+        routes = load_routing_file(write(self, """
+            open:
+                channel: 'a'
+                handler: {callback: 'h'}
+                publishers: everyone
+            default:
+                channel: 'b'
+                handler: {callback: 'h'}
+            """))
+        self.assertEqual([r.publishers for r in routes], ["anyone", None])
+
     def test_globs_and_directories_in_order(self) -> None:
         base = self.mktemp()
         for bundle, channel in [("BBundle", "b"), ("ABundle", "a")]:

@@ -4,7 +4,8 @@ A route maps a channel pattern such as ``oro/email_event/{user_id}/{organization
 to one or more topic handlers.  The file format is OroSyncBundle's (one YAML
 mapping per route, keys ``channel``, ``handler.callback``, ``handler.args``,
 ``requirements.<param>.pattern`` / ``.wildcard``; oro-sync adds an optional
-``publishers: backend|users|anyone``).  Matching follows
+``publishers:``, a rule of :mod:`oro_sync.auth.rules` such as ``backend``,
+``users`` or ``anyone``).  Matching follows
 GosWebSocketBundle's pubsub router with its quirks fixed (see the README):
 
 - channel and URI are split on ``/`` and must have as many segments;
@@ -30,8 +31,9 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from oro_sync.auth.rules import normalize_rule
+
 _ROUTE_KEYS = {"channel", "handler", "requirements", "publishers"}
-_PUBLISHERS = ("backend", "users", "anyone")
 _HANDLER_KEYS = {"callback", "args"}
 _REQUIREMENT_KEYS = {"pattern", "wildcard"}
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -81,8 +83,9 @@ class Route:
     requirements: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""
     segments: tuple[_Segment, ...] = ()
-    #: Who may publish (an oro-sync extension): backend, users or anyone;
-    #: None means the server's default.
+    #: Who may publish (an oro-sync extension): a rule's name from
+    #: :mod:`oro_sync.auth.rules`, aliases already resolved; None means the
+    #: server's default.
     publishers: str | None = None
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
@@ -148,8 +151,13 @@ def compile_route(name: str, spec: Any, source: str = "") -> Route:
     if not isinstance(args, list):
         raise RoutingError("'handler.args' must be a list", source, name)
     publishers = spec.get("publishers")
-    if publishers is not None and publishers not in _PUBLISHERS:
-        raise RoutingError(f"'publishers' must be one of {', '.join(_PUBLISHERS)}", source, name)
+    if publishers is not None:
+        # The one vocabulary of permission rules, so that a route and the
+        # server-wide auth.publishers accept the same words.
+        try:
+            publishers = normalize_rule(publishers, "'publishers'")
+        except ValueError as e:
+            raise RoutingError(str(e), source, name) from None
     requirements = spec.get("requirements") or {}
     if not isinstance(requirements, dict):
         raise RoutingError("'requirements' must be a mapping", source, name)
