@@ -7,6 +7,7 @@ Relative paths in the file are relative to the file's own directory.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -146,6 +147,11 @@ def validate_sections(cfg: Config) -> None:
     unknown = set(cfg.origins) - _ORIGIN_KEYS
     if unknown:
         raise ConfigError(f"unknown origins setting(s) {', '.join(sorted(map(str, unknown)))}")
+    for key in ("check", "allow_missing"):
+        if key in cfg.origins and not isinstance(cfg.origins[key], bool):
+            raise ConfigError(f"origins.{key} must be true or false")
+    if "application_url" in cfg.origins and not isinstance(cfg.origins["application_url"], str):
+        raise ConfigError("origins.application_url must be a URL")
     allowed = cfg.origins.get("allowed") or []
     if not isinstance(allowed, list) or not all(isinstance(o, str) for o in allowed):
         raise ConfigError("origins.allowed must be a list of hosts or URLs")
@@ -164,9 +170,22 @@ def validate_sections(cfg: Config) -> None:
                               or not set(users) <= {"file", "url"}):
         raise ConfigError("auth.users must be {file: users.yml} or {url: postgresql://...}")
     for key in ("ticket_ttl", "clock_leeway"):
-        value = cfg.auth.get(key, 0)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"auth.{key} must be a number of seconds >= 0")
+        if key not in cfg.auth:
+            continue
+        value = cfg.auth[key]
+        if not _finite(value) or value < 0 or (key == "ticket_ttl" and value == 0):
+            raise ConfigError(f"auth.{key} must be a finite number of seconds"
+                              + (" > 0" if key == "ticket_ttl" else " >= 0"))
+    for key in ("require_ticket", "one_time_tickets"):
+        if key in cfg.auth and not isinstance(cfg.auth[key], bool):
+            raise ConfigError(f"auth.{key} must be true or false")
+    if users is not None and not isinstance(next(iter(users.values())), str):
+        raise ConfigError("auth.users: the file or URL must be a string")
+
+
+def _finite(value: Any) -> bool:
+    """A real number (not a bool, NaN or infinity): what every duration and limit must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def build_limits(settings: dict[str, Any]) -> Any:
@@ -178,8 +197,8 @@ def build_limits(settings: dict[str, Any]) -> Any:
     for key, value in settings.items():
         if key not in known:
             raise ConfigError(f"unknown limit {key!r} (known: {', '.join(sorted(known))})")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"limits.{key} must be a number >= 0")
+        if not _finite(value) or value < 0:
+            raise ConfigError(f"limits.{key} must be a finite number >= 0")
         setattr(limits, key, type(getattr(limits, key))(value))
     return limits
 

@@ -136,6 +136,24 @@ class OroSyncService(service.Service):
                 timeout.cancel()
 
 
+class InOrderMultiService(service.MultiService):
+    """Stops its services one after the other, last added first.
+
+    Twisted's MultiService stops them all at once; here the listener must
+    have said goodbye to its clients before the ticket digest workers go, or
+    handshakes still being checked would fail with tracebacks.
+    """
+
+    @defer.inlineCallbacks
+    def stopService(self):  # type: ignore[override]
+        service.Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                yield defer.maybeDeferred(child.stopService)
+            except Exception:
+                Logger().failure("stopping {service} failed", service=child)
+
+
 def makeService(options: Options, reactor: Any = None) -> service.IService:
     if reactor is None:
         from twisted.internet import reactor
@@ -149,7 +167,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         # here it would escape as a traceback.  One line and status 1 instead.
         sys.stderr.write(f"twistd oro-sync: {e}\n")
         raise SystemExit(1) from None
-    top = service.MultiService()
+    top = InOrderMultiService()
     ready = None
     if server.verifier is not None:
         from oro_sync.auth.verifier import VerifierService
@@ -157,8 +175,8 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         workers = VerifierService(server.verifier)
         workers.setServiceParent(top)
         ready = workers.when_ready
-    # Added last: stopped first, so clients are told goodbye before the
-    # digest workers go.
+    # Added last: stopped first (and waited for), so clients are told
+    # goodbye before the digest workers go.
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,
                    ready=ready).setServiceParent(top)
     return top

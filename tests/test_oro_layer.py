@@ -190,6 +190,29 @@ class SecuredTopicTests(unittest.TestCase):
 
 
 class PolicyTests(unittest.TestCase):
+    def test_a_refusal_outside_onsubscribe_is_a_handler_error(self) -> None:
+        from oro_sync.core.metrics import Metrics
+        from oro_sync.core.policy import SubscriptionDenied
+
+        class Refuser(Recorder):
+            def onPublish(self, connection, topic, request, event, exclude, eligible):
+                raise SubscriptionDenied("not here")
+
+            def onUnSubscribe(self, connection, topic, request):
+                raise SubscriptionDenied("nor here")
+
+        metrics = Metrics()
+        hub, policy = make_layer([r("x", "room/{id}", ["refuser", "after"])],
+                                 [Refuser("refuser"), Recorder("after")], metrics=metrics)
+        s = FakeSession("S")
+        self.assertIsNone(policy.subscribe(s, "room/1"))
+        self.assertTrue(policy.publish(s, "room/1", Publish("room/1", "hi")))
+        policy.session_closed(s)  # onUnSubscribe refuses: logged, the session still leaves
+        self.assertEqual(s.subscriptions, set())
+        self.assertIsNone(hub.topics.get("room/1"))
+        self.assertEqual(metrics["handler_errors"], 2)
+        self.assertEqual(len(self.flushLoggedErrors(SubscriptionDenied)), 2)
+
     def test_handler_chain_in_order_and_errors_isolated(self) -> None:
         first, second = Recorder("first", fail_on={"sub", "pub"}), Recorder("second")
         hub, policy = make_layer([r("x", "room/{id}", ["first", "second"])], [first, second])
@@ -379,7 +402,14 @@ class ConfigTests(unittest.TestCase):
                                ({"server": {"listen": 8080}}, "server.listen"),
                                ({"server": {"max_message_size": "big"}}, "server.max_message_size"),
                                ({"server": {"bogus": 1}}, "bogus"),
-                               ({"routing": [1]}, "routing[0]")]:
+                               ({"routing": [1]}, "routing[0]"),
+                               ({"limits": {"max_connections": float("inf")}}, "limits.max_connections"),
+                               ({"limits": {"publish_rate": float("nan")}}, "limits.publish_rate"),
+                               ({"auth": {"secret": "s", "ticket_ttl": float("nan")}}, "auth.ticket_ttl"),
+                               ({"auth": {"secret": "s", "clock_leeway": float("inf")}}, "auth.clock_leeway"),
+                               ({"auth": {"secret": "s", "one_time_tickets": "yes"}}, "auth.one_time_tickets"),
+                               ({"origins": {"allow_missing": "false"}}, "origins.allow_missing"),
+                               ({"server": {"wamp2_registrations": "sometimes"}}, "wamp2_registrations")]:
             with self.assertRaises(ConfigError) as ctx:
                 parse_config(data, "/x/oro-sync.yml")
             self.assertIn(fragment, str(ctx.exception))

@@ -427,6 +427,25 @@ class StateDirectState(AutobahnPubSub):
             self.hub.publish(topic_uri, "state2")
 
 
+class DuplicateSubscribeTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_a_second_subscribe_gets_the_same_subscription_without_the_policy(self) -> Any:
+        calls: list = []
+        factory = self.make_factory()
+        factory.registerHandlerForSub(None, TOPIC, lambda prefix, suffix: calls.append(prefix) or len(calls) == 1)
+        c = yield connect(factory.port, protocols=["wamp.2.json"], wait_welcome=False)
+        self.clients.append(c)
+        c.send([1, "realm1", {"roles": {"subscriber": {}}}])
+        self.assertEqual((yield c.next_message())[0], 2)
+        c.send([32, 1, {}, TOPIC])
+        first = yield c.next_message()
+        c.send([32, 2, {}, TOPIC])  # the handler would refuse a second time
+        second = yield c.next_message()
+        self.assertEqual((first[:2], second[:2]), ([33, 1], [33, 2]))
+        self.assertEqual(second[2], first[2])
+        self.assertEqual(len(calls), 1)
+
+
 class HeldOutputTests(ServerTestCase):
     """Everything a subscribe's handlers write waits behind SUBSCRIBED, in
     order, whatever the transport."""

@@ -1,9 +1,13 @@
-"""The protocol-independent core: sessions, topics and delivery.
+"""The protocol-independent core: sessions, topics, delivery and the publish contract.
 
-Front ends (WAMP v1 today, WAMP v2 next) adapt their connections to
-:class:`~oro_sync.core.session.ISession`; topic handlers and server code
-publish through an :class:`~oro_sync.core.broker.IBroker`, which delivers
-locally (or, later, through Redis to every node).
+The WAMP v1 and v2 sessions are :class:`~oro_sync.core.session.ISession`\ s;
+they hand clients' actions to an :class:`~oro_sync.core.policy.IPubSubPolicy`
+as core types (:class:`~oro_sync.core.publish.PublishRequest`); topic
+handlers and server code publish through an
+:class:`~oro_sync.core.broker.IBroker`, which delivers
+:class:`~oro_sync.core.publish.Publication`\ s locally (or, with a broker
+spanning nodes, everywhere).  Nothing here knows a wire format or Twisted's
+internals.
 """
 
 from oro_sync.core.broker import IBroker, LocalBroker

@@ -1,7 +1,7 @@
 """The two PUBLISH semantics of WAMP v1, mapped to normalized receiver sets.
 
-Both functions take the parsed :class:`~oro_sync.wamp1.messages.Publish`
-fields and return ``(exclude, eligible)`` where ``eligible`` is ``None`` for
+Both take the publisher's wishes as a
+:class:`~oro_sync.core.publish.PublishRequest` carries them and return ``(exclude, eligible)`` where ``eligible`` is ``None`` for
 "everyone".  See ``wamp-v1.md``: the Autobahn profile is the WAMP v1
 reference; the Ratchet profile is what Oro's handlers and PHP backend use.
 """

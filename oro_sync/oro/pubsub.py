@@ -167,9 +167,16 @@ class OroPubSub:
         try:
             getattr(handler, method)(*args)
         except SubscriptionDenied:
-            raise
+            if method == "onSubscribe":  # the one place a refusal means something
+                raise
+            self._failed(handler, method, uri, event)
         except Exception:
-            if self.metrics is not None:
-                self.metrics.counters["handler_errors"] += 1
-            self.log.failure("{handler}.{method} failed on topic {topic} (event: {event!r})",
-                             handler=handler.getName(), method=method, topic=uri, event=event)
+            self._failed(handler, method, uri, event)
+
+    def _failed(self, handler: Any, method: str, uri: str, event: Any) -> None:
+        """Log a handler's failure (called in its ``except``: the traceback is
+        the one being handled) and count it."""
+        if self.metrics is not None:
+            self.metrics.counters["handler_errors"] += 1
+        self.log.failure("{handler}.{method} failed on topic {topic} (event: {event!r})",
+                         handler=handler.getName(), method=method, topic=uri, event=event)

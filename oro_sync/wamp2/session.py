@@ -159,6 +159,9 @@ class Wamp2Session(SessionBase):
 
     def subscribe(self, msg: m.Subscribe) -> None:
         conn, router = self.conn, self.router
+        if msg.topic in self.subscriptions:  # already subscribed: the same subscription again
+            self.send(m.subscribed(msg.request_id, router.subscription_id(msg.topic)))
+            return
         # A handler's onSubscribe may already write to this peer (the current
         # state, say), and SUBSCRIBED must reach the client before any EVENT of
         # its subscription: hold the peer's output while the handlers run.

@@ -148,7 +148,7 @@ class WampServerFactory(WebSocketServerFactory):
 
     def makeSession(self, session_class: type, conn: WampConnection) -> Any:
         """The WAMP session of a connection that just opened."""
-        if session_class is Wamp2Session:
+        if issubclass(session_class, Wamp2Session):
             return Wamp2Session(conn, self.services, self.wamp2, conn.session_id, conn.identity)
         return session_class(conn, self.services, conn.session_id, conn.identity)
 
