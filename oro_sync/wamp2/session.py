@@ -181,7 +181,8 @@ class Wamp2Session(SessionBase):
             else:
                 # Events for a subscription the client will never know.
                 if watched:
-                    held = [f for f in held if not any(f is w for w in watched)]
+                    dropped = {id(w) for w in watched}  # by identity: one frame per topic and publish
+                    held = [f for f in held if id(f) not in dropped]
                 answer = m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED,
                                  [f"subscription to {msg.topic} refused"])
             conn.release_output([])

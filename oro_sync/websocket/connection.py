@@ -118,10 +118,9 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         # The client's first choice among those we speak (its order is its preference).
         protocol = next((p for p in request.protocols if p in factory.sessionClasses), None)
         if protocol is None and factory.strictSubprotocol:
-            self.factory.metrics.refused("subprotocol")
-            raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
-                                 "this server speaks WAMP v1 and v2: offer the WebSocket subprotocol "
-                                 + " or ".join(f'"{p}"' for p in factory.sessionClasses))
+            self._refuse("subprotocol", ConnectionDeny.BAD_REQUEST,
+                         "this server speaks WAMP v1 and v2: offer the WebSocket subprotocol "
+                         + " or ".join(f'"{p}"' for p in factory.sessionClasses))
         self._session_class = factory.sessionClasses[protocol or factory.defaultSubprotocol]
         self.session_id = self._session_class.new_session_id()
         if factory.authenticator is None:
