@@ -61,6 +61,11 @@ def build_user_provider(settings: Any, base: str) -> Any:
         raise ConfigError(f"auth.users.url: {e}") from None
 
 
+#: Seconds a ticket may be dated in the future, as Oro >= 5.1 allows (several
+#: application servers whose clocks are slightly apart).
+DEFAULT_CLOCK_LEEWAY = 30.0
+
+
 def build_verifier(settings: dict[str, Any], users: Any, reactor: Any) -> Any:
     """The ticket verifier of an ``auth`` section, looking users up in ``users``."""
     from oro_sync.auth.verifier import TicketVerifier
@@ -69,7 +74,8 @@ def build_verifier(settings: dict[str, Any], users: Any, reactor: Any) -> Any:
         return TicketVerifier(settings["secret"], users,
                               ttl=float(settings.get("ticket_ttl", 300)),
                               one_time=bool(settings.get("one_time_tickets", False)),
-                              leeway=float(settings.get("clock_leeway", 0)), clock=reactor)
+                              leeway=float(settings.get("clock_leeway", DEFAULT_CLOCK_LEEWAY)),
+                              clock=reactor)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"auth: {e}") from None
 
