@@ -58,3 +58,24 @@ def fetch_server_state(cursor: Any) -> tuple[tuple[str, str], ...]:
     cursor.execute(SERVER_STATE_SQL)
     return tuple((str(row[0]).strip(), "" if row[1] is None else str(row[1]))
                  for row in cursor.fetchall())
+
+
+def read_application_url(url: str, timeout: int = 5) -> str | None:
+    """Connect once (blocking, read-only use) and read the application URL;
+    for ``oro-sync config-from-oro``.  Raises the driver's errors."""
+    import importlib
+
+    from oro_sync.auth.sql_url import parse_database_url
+
+    parsed = parse_database_url(url)
+    module = importlib.import_module(parsed.dbapi_name)
+    kwargs = dict(parsed.connect_kwargs, connect_timeout=timeout)
+    conn = module.connect(**kwargs)
+    try:
+        cursor = conn.cursor()
+        try:
+            return fetch_application_url(cursor)
+        finally:
+            cursor.close()
+    finally:
+        conn.close()
