@@ -243,7 +243,11 @@ class PureParsingTests(unittest.TestCase):
         self.assertEqual(ac.parse_websocket_dsn("//*:8080/ws"), ("", "*", 8080, "/ws"))
         self.assertEqual(ac.parse_websocket_dsn("tcp://127.0.0.1:8080"), ("tcp", "127.0.0.1", 8080, ""))
         self.assertEqual(ac.parse_websocket_dsn("ssl://[::1]:8443/ws"), ("ssl", "::1", 8443, "/ws"))
-        for bad in ("0.0.0.0:8080", "//host", "//host:0", "//host:x"):
+        self.assertEqual(ac.parse_websocket_dsn("//shop.example.com/ws"), ("", "shop.example.com", None, "/ws"))
+        self.assertEqual(ac.parse_websocket_dsn("ssl://*:443/ws?context_options[verify_peer]=false"),
+                         ("ssl", "*", 443, "/ws"))
+        self.assertRaises(ValueError, ac.listen_endpoint, ac.parse_websocket_dsn("//host"))
+        for bad in ("0.0.0.0:8080", "//:8080", "//host:0", "//host:x"):
             self.assertRaises(ValueError, ac.parse_websocket_dsn, bad)
         self.assertEqual(ac.listen_endpoint(ac.parse_websocket_dsn("//*:8080")),
                          "tcp:8080:interface=0.0.0.0:backlog=4096")

@@ -48,16 +48,18 @@ _MY_SCHEMES = {"mysql", "mysql2", "mariadb", "pdo-mysql", "pdo_mysql"}
 
 
 class WebsocketDsn(NamedTuple):
-    """``[scheme:]//host:port[/path]`` as Oro's websocket settings write it."""
+    """``[scheme:]//host[:port][/path]`` as Oro's websocket settings write it."""
 
     scheme: str
     host: str
-    port: int
+    #: None: the scheme's default (a frontend DSN such as ``//example.com/ws``).
+    port: int | None
     path: str
 
     def __str__(self) -> str:
         scheme = f"{self.scheme}:" if self.scheme else ""
-        return f"{scheme}//{self.host}:{self.port}{self.path}"
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{scheme}//{self.host}{port}{self.path}"
 
 
 @dataclass
@@ -75,20 +77,29 @@ class Findings:
 
 
 def parse_websocket_dsn(dsn: str) -> WebsocketDsn:
-    """``//0.0.0.0:8080``, ``//*:8080/ws``, ``tcp://127.0.0.1:8080``..."""
+    """``//0.0.0.0:8080``, ``//*:8080/ws``, ``tcp://127.0.0.1:8080``,
+    ``//shop.example.com/ws``, ``ssl://*:443/ws?context_options[...]=...``"""
     text = dsn.strip()
     if "//" not in text:
         raise ValueError(f"not a websocket DSN (//host:port[/path]): {dsn!r}")
     parts = urlsplit(text)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    host, sep, port = host.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise ValueError(f"websocket DSN without host:port: {dsn!r}")
-    return WebsocketDsn(parts.scheme.lower(), host.strip("[]"), int(port), parts.path)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    host, port = netloc, None
+    if not netloc.endswith("]") and ":" in netloc:
+        host, _, number = netloc.rpartition(":")
+        if not number.isdigit() or not 0 < int(number) < 65536:
+            raise ValueError(f"bad port in websocket DSN: {dsn!r}")
+        port = int(number)
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"websocket DSN without a host: {dsn!r}")
+    return WebsocketDsn(parts.scheme.lower(), host, port, parts.path)
 
 
 def listen_endpoint(server: WebsocketDsn) -> str:
     """The Twisted endpoint for the server DSN (``0.0.0.0`` and ``*``: every address)."""
+    if server.port is None:
+        raise ValueError(f"the server DSN {server} has no port")
     interface = "0.0.0.0" if server.host in ("*", "") else server.host
     interface = interface.replace(":", "\\:")  # IPv6: colons escaped in endpoint strings
     return f"tcp:{server.port}:interface={interface}:backlog=4096"

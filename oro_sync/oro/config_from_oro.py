@@ -98,6 +98,9 @@ def _websocket(f: ac.Findings, values: Mapping[str, str], parameters: Mapping[st
         notes[name] = note
     listen = None
     server = parsed.get("ORO_WEBSOCKET_SERVER_DSN")
+    if server is not None and server.port is None:
+        f.lack(f"ORO_WEBSOCKET_SERVER_DSN {server} has no port: server.listen left at its default")
+        server = None
     if server is not None:
         listen = ac.listen_endpoint(server)
         f.add("listen", f"{listen} ({notes['ORO_WEBSOCKET_SERVER_DSN']} {server})")
@@ -108,12 +111,12 @@ def _websocket(f: ac.Findings, values: Mapping[str, str], parameters: Mapping[st
     if front is not None:
         f.add("browsers connect to", f"{front} ({notes['ORO_WEBSOCKET_FRONTEND_DSN']})")
         if server is not None and front.port != server.port:
-            f.add("note", f"browsers use port {front.port}, the server listens on {server.port}: "
-                          "a proxy (nginx) must forward it")
+            f.add("note", f"browsers use port {front.port or 'the default (80/443)'}, the server "
+                          f"listens on {server.port}: a proxy (nginx) must forward it")
     back = parsed.get("ORO_WEBSOCKET_BACKEND_DSN")
     if back is not None:
         f.add("backend publishes to", f"{back} ({notes['ORO_WEBSOCKET_BACKEND_DSN']})")
-        if server is not None and back.port != server.port and back.scheme in ("", "tcp"):
+        if server is not None and back.port not in (server.port, None) and back.scheme in ("", "tcp"):
             f.lack(f"the backend DSN's port {back.port} is not the server's {server.port}: "
                    "the PHP backend would not reach oro-sync")
     return listen
