@@ -3,6 +3,9 @@
 ``oro-sync ticket [--user NAME] [--config FILE]`` prints a sync ticket the
 server accepts: anonymous (a backend ticket, signed with the secret) by
 default, or for a user found through the configured user provider.
+
+``oro-sync config-from-oro APP_DIR [-o oro-sync.yml]`` writes a configuration
+from an Oro application's own settings (see :mod:`oro_sync.oro.config_from_oro`).
 """
 
 from __future__ import annotations
@@ -61,8 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ticket = commands.add_parser("ticket", help="print a sync ticket the server accepts")
     ticket.add_argument("--user", "-u", help="username or email (default: an anonymous backend ticket)")
     ticket.add_argument("--config", "-c", help="the server configuration (default: the packaged one)")
+    from_oro = commands.add_parser("config-from-oro", help="write an oro-sync.yml from an Oro application")
+    from_oro.add_argument("app_dir", metavar="APP_DIR", help="the Oro application's root directory")
+    from_oro.add_argument("--output", "-o", default="oro-sync.yml", help="where to write (default: %(default)s)")
+    from_oro.add_argument("--force", "-f", action="store_true", help="replace an existing file")
+    from_oro.add_argument("--no-database", action="store_true",
+                          help="do not connect to Oro's database (no application URL)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "config-from-oro":
+            from oro_sync.oro.config_from_oro import run
+
+            return run(args.app_dir, args.output, args.force, not args.no_database)
         return _ticket(args)
     except ConfigError as e:
         print(f"oro-sync: {e}", file=sys.stderr)

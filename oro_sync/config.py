@@ -27,7 +27,8 @@ _SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_ti
 
 _AUTH_KEYS = {"secret", "require_ticket", "ticket_ttl", "one_time_tickets", "users", "publishers",
               "clock_leeway"}
-_ORIGIN_KEYS = {"check", "allowed", "application_url", "allow_missing"}
+_ORIGIN_KEYS = {"check", "allowed", "application_url", "allow_missing", "database_url",
+                "reload_interval"}
 
 
 class ConfigError(Exception):
@@ -152,6 +153,11 @@ def validate_sections(cfg: Config) -> None:
             raise ConfigError(f"origins.{key} must be true or false")
     if "application_url" in cfg.origins and not isinstance(cfg.origins["application_url"], str):
         raise ConfigError("origins.application_url must be a URL")
+    if "database_url" in cfg.origins and not isinstance(cfg.origins["database_url"], str):
+        raise ConfigError("origins.database_url must be a database URL")
+    if "reload_interval" in cfg.origins and (not _finite(cfg.origins["reload_interval"])
+                                             or cfg.origins["reload_interval"] < 0):
+        raise ConfigError("origins.reload_interval must be a finite number of seconds >= 0")
     allowed = cfg.origins.get("allowed") or []
     if not isinstance(allowed, list) or not all(isinstance(o, str) for o in allowed):
         raise ConfigError("origins.allowed must be a list of hosts or URLs")

@@ -33,6 +33,8 @@ class OroServer:
     metrics: Metrics
     router: Router
     handlers: dict[str, Any]
+    #: Follows Oro's configuration changes (a ServerStateWatcher service), or None.
+    watcher: Any = None
 
 
 def build_origin_policy(settings: dict[str, Any]) -> Any:
@@ -42,6 +44,28 @@ def build_origin_policy(settings: dict[str, Any]) -> Any:
         return None
     return OriginPolicy(settings.get("allowed") or [], settings.get("application_url", "http://localhost"),
                         allow_missing=bool(settings.get("allow_missing", True)))
+
+
+def build_server_state_watcher(config: Config, policy: Any, reactor: Any) -> Any:
+    """The service reloading ``policy`` from Oro's database when its
+    configuration changes: with Origin checks on and a database known
+    (``origins.database_url``, else the SQL ``auth.users.url``), unless
+    ``origins.reload_interval`` is 0."""
+    from oro_sync.oro.server_state import DEFAULT_RELOAD_INTERVAL, ServerStateWatcher
+
+    origins = config.origins
+    url = origins.get("database_url")
+    if url is None:
+        url = ((config.auth or {}).get("users") or {}).get("url")
+    interval = float(origins.get("reload_interval", DEFAULT_RELOAD_INTERVAL))
+    if policy is None or not url or not interval:
+        return None
+    try:
+        return ServerStateWatcher(url, policy, origins.get("allowed") or [],
+                                  origins.get("application_url", "http://localhost"),
+                                  interval, reactor=reactor)
+    except ValueError as e:
+        raise ConfigError(f"origins.database_url: {e}") from None
 
 
 def build_user_provider(settings: Any, base: str) -> Any:
@@ -61,6 +85,11 @@ def build_user_provider(settings: Any, base: str) -> Any:
         raise ConfigError(f"auth.users.url: {e}") from None
 
 
+#: Seconds a ticket may be dated in the future, as Oro >= 5.1 allows (several
+#: application servers whose clocks are slightly apart).
+DEFAULT_CLOCK_LEEWAY = 30.0
+
+
 def build_verifier(settings: dict[str, Any], users: Any, reactor: Any) -> Any:
     """The ticket verifier of an ``auth`` section, looking users up in ``users``."""
     from oro_sync.auth.verifier import TicketVerifier
@@ -69,7 +98,8 @@ def build_verifier(settings: dict[str, Any], users: Any, reactor: Any) -> Any:
         return TicketVerifier(settings["secret"], users,
                               ttl=float(settings.get("ticket_ttl", 300)),
                               one_time=bool(settings.get("one_time_tickets", False)),
-                              leeway=float(settings.get("clock_leeway", 0)), clock=reactor)
+                              leeway=float(settings.get("clock_leeway", DEFAULT_CLOCK_LEEWAY)),
+                              clock=reactor)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"auth: {e}") from None
 
@@ -109,6 +139,8 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         if isinstance(getattr(users, "stats", None), dict):
             metrics.add_source("users", lambda: users.stats)
     policy = OroPubSub(hub, router, handlers, may_publish=may_publish, metrics=metrics)
+    origin_policy = build_origin_policy(config.origins)
+    watcher = build_server_state_watcher(config, origin_policy, reactor)
     factory = WampServerFactory(
         hub=hub,
         policy=policy,
@@ -116,14 +148,14 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         strictSubprotocol=config.server.strict_subprotocol,
         maxMessageSize=config.server.max_message_size,
         limits=limits,
-        originPolicy=build_origin_policy(config.origins),
+        originPolicy=origin_policy,
         authenticator=authenticator,
         wamp2=config.server.wamp2,
         wamp2Realms=config.server.wamp2_realms or None,
         mayRegister=registration_permission(config.server.wamp2_registrations),
         reactor=reactor,
     )
-    return OroServer(factory, verifier, metrics, router, handlers)
+    return OroServer(factory, verifier, metrics, router, handlers, watcher)
 
 
 def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:

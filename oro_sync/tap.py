@@ -175,6 +175,8 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         workers = VerifierService(server.verifier)
         workers.setServiceParent(top)
         ready = workers.when_ready
+    if server.watcher is not None:  # Oro's configuration changes (origins)
+        server.watcher.setServiceParent(top)
     # Added last: stopped first (and waited for), so clients are told
     # goodbye before the digest workers go.
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,

@@ -49,6 +49,12 @@ class OriginPolicy:
         self.hosts = frozenset(hosts)
         self.allow_missing = allow_missing
 
+    def replace_hosts(self, origins: Iterable[str] = (), application_url: str | None = None) -> None:
+        """Allow these origins and application URL instead, in place: the
+        policy the factory holds changes for later handshakes, and open
+        connections are not touched (Oro's configuration changed at runtime)."""
+        self.hosts = type(self)(origins, application_url, self.allow_missing).hosts
+
     def check(self, origin: str | None) -> str | None:
         """None when allowed, else the reason for refusing."""
         if origin is None or not origin.strip():

@@ -25,6 +25,7 @@ from oro_sync.identity import Identity
 from oro_sync.logs import Logger
 from oro_sync.wamp.contract import IConnection
 from oro_sync.websocket.api08 import PerConnectionRegistrations
+from oro_sync.websocket.keepalive import PingPolicy, enable_tcp_keepalive
 from oro_sync.websocket.kernel_write import batches, buffered_bytes
 from oro_sync.websocket.limits import TokenBucket
 
@@ -32,7 +33,7 @@ _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
 @implementer(IConnection, IPushProducer)
-class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
+class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProtocol):
     """A WebSocket connection carrying one WAMP v1 or v2 session.
 
     It is also the push producer of its transport: while the peer does not
@@ -75,6 +76,7 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
     def connectionMade(self) -> None:
         self._peer_host = getattr(self.transport.getPeer(), "host", "")
         self.factory.connectionCounted(self._peer_host, +1)
+        enable_tcp_keepalive(self.transport, self.factory.limits)
         super().connectionMade()
 
     def connectionLost(self, reason: Any = None) -> None:

@@ -23,9 +23,17 @@ class Limits:
     publish_burst: int = 100
     #: Bytes of events queued for a peer that stopped reading before it is cut off.
     max_output_buffer: int = 4 * 1024 * 1024
-    #: WebSocket ping every N seconds; no pong within the timeout drops the peer.
+    #: WebSocket ping every N seconds; no pong within the timeout drops the
+    #: peer, but only a peer that answered a ping before (Oro's PHP backend
+    #: client never reads: see oro_sync.websocket.keepalive).
     auto_ping_interval: float = 30.0
     auto_ping_timeout: float = 30.0
+    #: TCP keep-alive on accepted sockets: first probe after ``idle`` seconds
+    #: without traffic (0: off), then every ``interval`` seconds; ``count``
+    #: unanswered probes close the connection (a vanished host: about 2 min).
+    tcp_keepalive_idle: float = 60.0
+    tcp_keepalive_interval: float = 10.0
+    tcp_keepalive_count: int = 6
     #: Seconds an opening handshake (and, for WAMP v2, the HELLO) may take.
     handshake_timeout: float = 10.0
     #: Opening handshakes in progress before the server stops accepting new
