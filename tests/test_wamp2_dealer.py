@@ -214,5 +214,5 @@ class DealerReentryTests(unittest.TestCase):
         self.assertEqual(dealer.in_flight, 0)
         self.assertEqual((caller.calls, other.calls, callee.invocations), ({}, {}, {}))
         self.assertEqual(len(other.sent), 1)
-        self.assertIn('"wamp.error.canceled"', other.sent[0])
+        self.assertIn("wamp.error.canceled", other.sent[0])
         self.assertEqual(dealer.registrations, {})

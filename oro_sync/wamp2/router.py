@@ -1,20 +1,22 @@
 """What every WAMP v2 session of one server shares.
 
 One subscription id per topic, so that every v2 subscriber of a topic gets
-the same EVENT frame, built once per publish; the dealer of routed RPC;
+the same EVENT frame, built once per publish and serializer (one encoder
+per serializer: the core's topics group subscribers by encoder); the dealer of routed RPC;
 the realms clients may join; and who may register procedures (a rule the
 server injects, so this package knows nothing of tickets or users).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
-from oro_sync.core.frames import text_frame
 from oro_sync.core.payload import to_v2
 from oro_sync.core.publish import new_id
 from oro_sync.wamp2 import messages as m
 from oro_sync.wamp2.dealer import Dealer
+from oro_sync.wamp2.serializers import JSON, SERIALIZERS, Serializer
 
 
 class Wamp2Router:
@@ -25,17 +27,22 @@ class Wamp2Router:
     """
 
     def __init__(self, hub: Any, realms: frozenset[str] | None = None,
-                 may_register: Callable[[Any], bool] = lambda identity: False):
+                 may_register: Callable[[Any], bool] = lambda identity: False,
+                 clock: Any = None):
         self.hub = hub
         self.realms = realms
         self.may_register = may_register
-        self.dealer = Dealer(new_id)
+        self.dealer = Dealer(new_id, clock)
         self._subscription_ids: dict[str, int] = {}
         # Frames encoded for one topic while a SUBSCRIBE's handlers run (see watch()).
         self._watched_uri: str | None = None
         self._watched: list[bytes] = []
-        #: The v2 sessions' encoder: one identity, so v2 sessions share frames.
-        self.encoder: Callable[[Any, Any, int], bytes] = self._encode
+        #: One encoder per serializer, each one identity, so that the v2
+        #: sessions of a serializer share frames.
+        self.encoders: dict[str, Callable[[Any, Any, int], bytes]] = {
+            sub: partial(self._encode, serializer) for sub, serializer in SERIALIZERS.items()}
+        #: The JSON sessions' encoder.
+        self.encoder = self.encoders[JSON.subprotocol]
         hub.topics.on_removed.append(self._topic_removed)
 
     def subscription_id(self, uri: str) -> int:
@@ -56,9 +63,9 @@ class Wamp2Router:
         self._watched_uri, self._watched = uri, []
         return seen
 
-    def _encode(self, topic: Any, event: Any, publication_id: int) -> bytes:
+    def _encode(self, serializer: Serializer, topic: Any, event: Any, publication_id: int) -> bytes:
         args, kwargs = to_v2(event)
-        data = text_frame(m.event(self.subscription_id(topic.uri), publication_id or new_id(), args, kwargs))
+        data = serializer.frame(m.event(self.subscription_id(topic.uri), publication_id or new_id(), args, kwargs))
         if self._watched_uri is not None and topic.uri == self._watched_uri:
             self._watched.append(data)
         return data

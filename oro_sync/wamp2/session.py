@@ -11,7 +11,12 @@ What is v2's own:
 
 - the session opens with HELLO (any realm unless the server names some;
   there is one router, so a realm does not separate topics) and the identity
-  comes from the WebSocket handshake (the Oro ticket), as for v1;
+  comes from the WebSocket handshake (the Oro ticket), as for v1, or from
+  WAMP-Ticket: HELLO ``authmethods: ["ticket"]`` → CHALLENGE → AUTHENTICATE
+  with the ticket, checked by the ``authenticator`` the connection gives
+  (this package knows nothing of tickets);
+- messages are JSON, MessagePack or CBOR (:mod:`oro_sync.wamp2.serializers`),
+  by the negotiated subprotocol;
 - SUBSCRIBE is answered with SUBSCRIBED, or with ERROR
   ``wamp.error.not_authorized`` when the policy refuses it
   (:class:`~oro_sync.core.policy.SubscriptionDenied`); only ``match: exact``;
@@ -39,9 +44,13 @@ from oro_sync.wamp.rpc import ERROR_INTERNAL, error_triple
 from oro_sync.wamp2 import messages as m
 from oro_sync.wamp2.dealer import ERROR_PROCEDURE_EXISTS
 from oro_sync.wamp2.router import Wamp2Router
+from oro_sync.wamp2.serializers import JSON, SerializationError, Serializer
 
 #: The subprotocol of WAMP v2 with the JSON serializer.
 SUBPROTOCOL = "wamp.2.json"
+
+#: The in-band authentication method this router offers (WAMP-Ticket).
+TICKET = "ticket"
 
 #: A session id no session has (core ids are never empty): "deliver to nobody".
 NOBODY = ""
@@ -57,14 +66,28 @@ class Wamp2Session(SessionBase):
 
     _log = Logger()
     protocol = SUBPROTOCOL
-    ready_timeout_reason = "no HELLO"
+    #: The connection may let it through the upgrade without a URL ticket.
+    in_band_auth = True
     new_session_id = staticmethod(_new_session_id)
 
     def __init__(self, conn: Any, services: SessionServices, router: Wamp2Router,
-                 session_id: str, identity: Any):
+                 session_id: str, identity: Any, serializer: Serializer = JSON,
+                 authenticator: Any = None, authenticated: bool = True):
+        """``authenticator(ticket, session_id)`` returns a Deferred that fires
+        with the identity, or with a str (the refusal reason, for the log);
+        None when the server checks no tickets.  ``authenticated`` False: the
+        handshake carried no ticket and one is required, so HELLO must
+        authenticate with WAMP-Ticket."""
         super().__init__(conn, services, session_id, identity)
         self.router = router
-        self.encoder = router.encoder
+        self.serializer = serializer
+        self.protocol = serializer.subprotocol
+        self.encoder = router.encoders[serializer.subprotocol]
+        self.authenticator = authenticator
+        self.authenticated = authenticated
+        #: The HELLO waiting for AUTHENTICATE (and then for the verifier).
+        self._pending_hello: m.Hello | None = None
+        self._verifying = False
         self.established = False
         self.realm = ""
         #: subscription id -> topic URI, for this session's UNSUBSCRIBE.
@@ -81,12 +104,21 @@ class Wamp2Session(SessionBase):
     def open(self) -> None:
         """Wait for HELLO (the connection closes if it does not come in time)."""
 
+    @property
+    def ready_timeout_reason(self) -> str:
+        return "no AUTHENTICATE" if self._pending_hello is not None else "no HELLO"
+
     def receive(self, payload: bytes, is_binary: bool) -> None:
-        if is_binary:
-            self.abort("binary messages are not wamp.2.json", 1003)
+        serializer = self.serializer
+        if is_binary != serializer.binary:
+            self.abort(f"{'binary' if is_binary else 'text'} messages are not {serializer.subprotocol}",
+                       1003)
             return
         try:
-            msg = m.parse_message(payload)
+            msg = m.parse_value(serializer.decode(payload))
+        except SerializationError as e:
+            self.abort(e.reason)
+            return
         except m.ProtocolError as e:
             self.abort(e.reason)
             return
@@ -99,8 +131,10 @@ class Wamp2Session(SessionBase):
             return
         kind = type(msg)
         if not self.established:
-            if kind is m.Hello:
+            if kind is m.Hello and self._pending_hello is None:
                 self.hello(msg)
+            elif kind is m.Authenticate and self._pending_hello is not None and not self._verifying:
+                self.authenticate(msg)
             elif kind is m.Abort:
                 self.conn.close(1000, "aborted by the client")
             else:
@@ -139,6 +173,57 @@ class Wamp2Session(SessionBase):
             self.send(m.abort(m.ERROR_NO_SUCH_REALM, f"no realm {msg.realm}"))
             self.conn.close(1000, "no such realm")
             return
+        methods = msg.details.get("authmethods")
+        wants_ticket = isinstance(methods, list) and TICKET in methods
+        if self.authenticated and (not wants_ticket or self._ticket_given()):
+            self.welcome(msg)  # the URL ticket (or none needed, none offered)
+        elif wants_ticket and self.authenticator is not None:
+            self._pending_hello = msg
+            self.send(m.challenge(TICKET))
+        elif wants_ticket and "anonymous" in methods and self.authenticated:
+            self.welcome(msg)
+        elif wants_ticket:
+            self.refuse(m.ERROR_NO_AUTH_METHOD, "this server checks no tickets")
+        else:
+            self.refuse(m.ERROR_NOT_AUTHORIZED, 'a ticket is required (authmethods: ["ticket"])')
+
+    def _ticket_given(self) -> bool:
+        """The handshake's URL ticket already said who this is."""
+        identity = self.identity
+        return not identity.anonymous or identity.backend
+
+    def authenticate(self, msg: m.Authenticate) -> None:
+        self._verifying = True
+        d = maybeDeferred(self.authenticator, msg.signature, self.session_id)
+        d.addCallbacks(self._verified, self._verify_failed)
+
+    def _verified(self, outcome: Any) -> None:
+        # If the peer left meanwhile, what follows is dropped by the
+        # connection (and session_ready does not join a closed connection).
+        self._verifying = False
+        if isinstance(outcome, str):
+            self.services.metrics.refused("ticket")
+            self.refuse(m.ERROR_NOT_AUTHORIZED, "ticket refused", log_reason=f"ticket {outcome}")
+            return
+        self.identity = outcome
+        self.authenticated = True
+        hello, self._pending_hello = self._pending_hello, None
+        self.welcome(hello)
+
+    def _verify_failed(self, failure: Any) -> None:
+        self._verifying = False
+        self._log.failure("{session}: ticket check failed", failure, session=self.session_id)
+        self.services.metrics.refused("authentication_unavailable")
+        self.refuse(m.ERROR_NOT_AUTHORIZED, "authentication is unavailable")
+
+    def refuse(self, reason_uri: str, message: str, log_reason: str | None = None) -> None:
+        """End the opening with ABORT ``reason_uri`` (one log line, never the ticket)."""
+        self._log.warn("refusing {peer} ({session}): {why}", peer=self.conn.peer,
+                       session=self.session_id, why=log_reason or message)
+        self.send(m.abort(reason_uri, message))
+        self.conn.close(1000, message)
+
+    def welcome(self, msg: m.Hello) -> None:
         self.established = True
         self.realm = msg.realm
         identity = self.identity
@@ -146,7 +231,7 @@ class Wamp2Session(SessionBase):
             "realm": msg.realm,
             "authid": identity.username,
             "authrole": "anonymous" if identity.anonymous else "user",
-            "authmethod": "ticket" if (not identity.anonymous or identity.backend) else "anonymous",
+            "authmethod": TICKET if self._ticket_given() else "anonymous",
             "authprovider": "oro-sync",
             "roles": {
                 "broker": {"features": {"publisher_exclusion": True,
@@ -258,11 +343,12 @@ class Wamp2Session(SessionBase):
 
     def _call_result(self, value: Any, request_id: int) -> None:
         try:
-            text = m.result(request_id, [value], None)
-        except (TypeError, ValueError) as e:
-            self._log.error("result of call {call} is not JSON: {why}", call=request_id, why=str(e))
-            text = m.error(m.CALL, request_id, m.ERROR_RUNTIME, ["procedure result is not serializable"])
-        self.send(text)
+            data = self.serializer.encode(m.result(request_id, [value], None))
+        except Exception as e:  # each format has its own error types
+            self._log.error("result of call {call} is not serializable: {why}", call=request_id, why=str(e))
+            data = self.serializer.encode(m.error(m.CALL, request_id, m.ERROR_RUNTIME,
+                                                  ["procedure result is not serializable"]))
+        self.conn.send_message(data, self.serializer.binary)
 
     def _call_failed(self, failure: Any, request_id: int, uri: str) -> None:
         error_uri, desc, details = error_triple(failure.value)
@@ -270,16 +356,18 @@ class Wamp2Session(SessionBase):
             self._log.failure("procedure {uri} failed", failure, uri=uri)
             error_uri = m.ERROR_RUNTIME
         args = [desc] if details is None else [desc, details]
+        encode = self.serializer.encode
         try:
-            text = m.error(m.CALL, request_id, error_uri if m.valid_uri(error_uri) else m.ERROR_RUNTIME, args)
-        except (TypeError, ValueError):
-            text = m.error(m.CALL, request_id, m.ERROR_RUNTIME, [desc])
-        self.send(text)
+            data = encode(m.error(m.CALL, request_id, error_uri if m.valid_uri(error_uri) else m.ERROR_RUNTIME,
+                                  args))
+        except Exception:
+            data = encode(m.error(m.CALL, request_id, m.ERROR_RUNTIME, [str(desc)]))
+        self.conn.send_message(data, self.serializer.binary)
 
     # -- outgoing ---------------------------------------------------------------
 
-    def send(self, text: str) -> None:
-        self.conn.send_message(text.encode("utf-8"))
+    def send(self, msg: list) -> None:
+        self.conn.send_message(self.serializer.encode(msg), self.serializer.binary)
 
     def abort(self, reason: str, code: int = 1002) -> None:
         """Abort the session for a protocol violation: ABORT, then close."""

@@ -26,7 +26,8 @@ from oro_sync.wamp.rpc import RpcRegistry
 from oro_sync.wamp1.pubsub import PUBLISH, SUBSCRIBE, AutobahnPubSub, PubSubRegistry
 from oro_sync.wamp1.session import Wamp1Session
 from oro_sync.wamp2.router import Wamp2Router
-from oro_sync.wamp2.session import SUBPROTOCOL as WAMP2, Wamp2Session
+from oro_sync.wamp2.serializers import SERIALIZERS
+from oro_sync.wamp2.session import Wamp2Session
 from oro_sync.websocket.connection import WampConnection
 from oro_sync.websocket.kernel_write import KernelWriter
 from oro_sync.websocket.limits import Limits
@@ -43,7 +44,8 @@ def _backends_only(identity: Any) -> bool:
 
 
 class WampServerFactory(WebSocketServerFactory):
-    """Serves WAMP v1 (``wamp``) and WAMP v2 (``wamp.2.json``) on one port.
+    """Serves WAMP v1 (``wamp``) and WAMP v2 (``wamp.2.json``, ``wamp.2.msgpack``,
+    ``wamp.2.cbor``) on one port.
 
     :param url: the WebSocket URL (``ws://host:port``), as for Autobahn.
     :param hub: the node's hub (a new one by default).
@@ -62,7 +64,12 @@ class WampServerFactory(WebSocketServerFactory):
         procedures over WAMP v2 (default: backends).
     :param originPolicy: an OriginPolicy (None: any Origin).
     :param authenticator: ``authenticate(request, session_id) -> Identity``
-        (or a Deferred); raising ConnectionDeny refuses the handshake.
+        (or a Deferred); raising ConnectionDeny refuses the handshake.  One
+        that also has ``verify_in_band(ticket, session_id)`` (a Deferred of
+        the Identity, or of the refusal reason) offers WAMP-Ticket to v2
+        sessions: its ``authenticate`` is then called with ``in_band=True``
+        for them and returns None to let a v2 client without a URL ticket
+        through, to authenticate in HELLO.
     """
 
     protocol = WampConnection
@@ -83,7 +90,7 @@ class WampServerFactory(WebSocketServerFactory):
                  mayRegister: Callable[[Any], bool] = _backends_only,
                  reactor: Any = None, **kwargs: Any):
         skip_pformat_unless_debug()
-        subprotocols = [WAMP1, WAMP2] if wamp2 else [WAMP1]
+        subprotocols = [WAMP1, *SERIALIZERS] if wamp2 else [WAMP1]
         super().__init__(url, protocols=subprotocols, server=serverIdent, reactor=reactor, **kwargs)
         if reactor is None:
             from twisted.internet import reactor
@@ -107,9 +114,10 @@ class WampServerFactory(WebSocketServerFactory):
         #: Served to a client that offers no subprotocol.
         self.defaultSubprotocol = WAMP1
         self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None,
-                                 may_register=mayRegister)
+                                 may_register=mayRegister, clock=reactor)
         if wamp2:
-            self.sessionClasses[WAMP2] = Wamp2Session
+            for subprotocol in SERIALIZERS:
+                self.sessionClasses[subprotocol] = Wamp2Session
         self._per_address: Counter = Counter()
         self._connections = 0
         #: The listening port, for admission control (set by whoever listens).
@@ -149,7 +157,10 @@ class WampServerFactory(WebSocketServerFactory):
     def makeSession(self, session_class: type, conn: WampConnection) -> Any:
         """The WAMP session of a connection that just opened."""
         if issubclass(session_class, Wamp2Session):
-            return Wamp2Session(conn, self.services, self.wamp2, conn.session_id, conn.identity)
+            return Wamp2Session(conn, self.services, self.wamp2, conn.session_id, conn.identity,
+                                SERIALIZERS[conn.subprotocol],
+                                getattr(self.authenticator, "verify_in_band", None),
+                                authenticated=not conn.ticket_pending)
         return session_class(conn, self.services, conn.session_id, conn.identity)
 
     def setProtocolOptions(self, **options: Any) -> None:
