@@ -24,10 +24,16 @@ from typing import Any
 
 import cbor2
 import msgpack
-from autobahn.wamp.serializer import CBORObjectSerializer, MsgPackObjectSerializer
+import txaio
 
-from oro_sync.core.frames import OPCODE_BINARY, OPCODE_TEXT, frame
-from oro_sync.wamp.codec import JsonError, decode_json, encode_json, short
+# autobahn.wamp.serializer binds txaio's clock when first imported: choose
+# Twisted before, or Autobahn's own WAMP clients in this process would break.
+txaio.use_twisted()
+
+from autobahn.wamp.serializer import CBORObjectSerializer, MsgPackObjectSerializer  # noqa: E402
+
+from oro_sync.core.frames import OPCODE_BINARY, OPCODE_TEXT, frame  # noqa: E402
+from oro_sync.wamp.codec import JsonError, decode_json, encode_json, short  # noqa: E402
 
 __all__ = ["MAX_DEPTH", "SERIALIZERS", "SerializationError", "Serializer", "JSON", "MSGPACK", "CBOR"]
 
