@@ -52,7 +52,8 @@ class Session(ApplicationSession):
 
     def onDisconnect(self) -> None:
         if not self.joined.called:
-            self.joined.errback(ConnectionError("disconnected before joining"))
+            reason = getattr(getattr(self, "leave_details", None), "reason", None)
+            self.joined.errback(ConnectionError(f"disconnected before joining: {reason}"))
         if not self.gone.called:
             self.gone.callback(None)
 
