@@ -3,8 +3,9 @@
 One subscription id per topic, so that every v2 subscriber of a topic gets
 the same EVENT frame, built once per publish and serializer (one encoder
 per serializer: the core's topics group subscribers by encoder); the dealer of routed RPC;
-the realms clients may join; and who may register procedures (a rule the
-server injects, so this package knows nothing of tickets or users).
+the realms clients may join; who may register procedures and who may use
+the session meta API (rules the server injects, so this package knows
+nothing of tickets or users); and the meta API (:mod:`oro_sync.wamp2.meta`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from oro_sync.core.payload import to_v2
 from oro_sync.core.publish import new_id
 from oro_sync.wamp2 import messages as m
 from oro_sync.wamp2.dealer import Dealer
+from oro_sync.wamp2.meta import MetaApi
 from oro_sync.wamp2.serializers import JSON, SERIALIZERS, Serializer
 
 
@@ -24,16 +26,22 @@ class Wamp2Router:
 
     :param realms: the realms a client may join (None: any).
     :param may_register: ``may_register(identity) -> bool``.
+    :param may_use_meta: ``may_use_meta(identity) -> bool``: who may call the
+        meta procedures and subscribe to the meta events (backends).
     """
 
     def __init__(self, hub: Any, realms: frozenset[str] | None = None,
                  may_register: Callable[[Any], bool] = lambda identity: False,
-                 clock: Any = None):
+                 clock: Any = None,
+                 may_use_meta: Callable[[Any], bool] = lambda identity: False):
         self.hub = hub
         self.realms = realms
         self.may_register = may_register
+        self.may_use_meta = may_use_meta
         self.dealer = Dealer(new_id, clock)
         self._subscription_ids: dict[str, int] = {}
+        self._uris_by_id: dict[int, str] = {}
+        self.meta = MetaApi(hub.presence, self.subscription_id, self._uris_by_id.get, self._deliver_meta)
         # Frames encoded for one topic while a SUBSCRIBE's handlers run (see watch()).
         self._watched_uri: str | None = None
         self._watched: list[bytes] = []
@@ -49,10 +57,18 @@ class Wamp2Router:
         sub = self._subscription_ids.get(uri)
         if sub is None:
             sub = self._subscription_ids[uri] = new_id()
+            self._uris_by_id[sub] = uri
         return sub
 
     def _topic_removed(self, topic: Any) -> None:
-        self._subscription_ids.pop(topic.uri, None)
+        sub = self._subscription_ids.pop(topic.uri, None)
+        if sub is not None:
+            self._uris_by_id.pop(sub, None)
+
+    def _deliver_meta(self, uri: str, event: Any) -> None:
+        topic = self.hub.topics.get(uri)
+        if topic is not None:
+            topic.deliver(event)
 
     def watch(self, uri: str | None) -> list[bytes]:
         """Start (``uri``) or stop (None) remembering the EVENT frames encoded

@@ -43,6 +43,7 @@ from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, o
 from oro_sync.wamp.rpc import ERROR_INTERNAL, error_triple
 from oro_sync.wamp2 import messages as m
 from oro_sync.wamp2.dealer import ERROR_PROCEDURE_EXISTS
+from oro_sync.wamp2.meta import EVENTS as META_EVENTS, MetaError, is_meta
 from oro_sync.wamp2.router import Wamp2Router
 from oro_sync.wamp2.serializers import JSON, SerializationError, Serializer
 
@@ -247,6 +248,9 @@ class Wamp2Session(SessionBase):
         if msg.topic in self.subscriptions:  # already subscribed: the same subscription again
             self.send(m.subscribed(msg.request_id, router.subscription_id(msg.topic)))
             return
+        if is_meta(msg.topic):
+            self._subscribe_meta(msg)
+            return
         # A handler's onSubscribe may already write to this peer (the current
         # state, say), and SUBSCRIBED must reach the client before any EVENT of
         # its subscription: hold the peer's output while the handlers run.
@@ -273,6 +277,23 @@ class Wamp2Session(SessionBase):
             conn.release_output([])
             self.send(answer)
             conn.release_output(held)
+
+    def _subscribe_meta(self, msg: m.Subscribe) -> None:
+        """The meta events (wamp.session.on_join...): backends only, no handlers."""
+        if msg.topic not in META_EVENTS or not self.router.may_use_meta(self.identity):
+            self._log.info("{user} ({session}) refused meta topic {topic}", user=self.identity.username,
+                           session=self.session_id, topic=clip(msg.topic))
+            self.send(m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED,
+                              [f"subscription to {msg.topic} refused"]))
+            return
+        try:
+            self.router.hub.subscribe(self, msg.topic)
+        except SubscriptionDenied as e:
+            self.send(m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED, [str(e)]))
+            return
+        sub = self.router.subscription_id(msg.topic)
+        self.by_subscription_id[sub] = msg.topic
+        self.send(m.subscribed(msg.request_id, sub))
 
     def unsubscribe(self, msg: m.Unsubscribe) -> None:
         uri = self.by_subscription_id.pop(msg.subscription, None)
@@ -327,6 +348,9 @@ class Wamp2Session(SessionBase):
         return own_procedure(self.conn, self.services, uri)
 
     def call(self, msg: m.Call) -> None:
+        if is_meta(msg.procedure):
+            self._call_meta(msg)
+            return
         proc = self._server_procedure(msg.procedure)
         if proc is None:
             if not self.router.dealer.call(self, msg):
@@ -340,6 +364,29 @@ class Wamp2Session(SessionBase):
         d = maybeDeferred(proc, *(msg.args or ()))
         d.addCallbacks(self._call_result, self._call_failed,
                        callbackArgs=(msg.request_id,), errbackArgs=(msg.request_id, msg.procedure))
+
+    def _call_meta(self, msg: m.Call) -> None:
+        proc = self.router.meta.procedure(msg.procedure)
+        if proc is None:
+            self.send(m.error(m.CALL, msg.request_id, m.ERROR_NO_SUCH_PROCEDURE,
+                              [f"no procedure registered for {msg.procedure}"]))
+            return
+        if not self.router.may_use_meta(self.identity):
+            self._log.info("{user} ({session}) may not call {uri}", user=self.identity.username,
+                           session=self.session_id, uri=msg.procedure)
+            self.send(m.error(m.CALL, msg.request_id, m.ERROR_NOT_AUTHORIZED,
+                              [f"{msg.procedure} is for backends"]))
+            return
+        # maybeDeferred: a cluster-wide presence may answer later.
+        d = maybeDeferred(proc, msg.args or [], msg.kwargs or {})
+        d.addCallbacks(self._call_result, self._meta_failed,
+                       callbackArgs=(msg.request_id,), errbackArgs=(msg.request_id, msg.procedure))
+
+    def _meta_failed(self, failure: Any, request_id: int, uri: str) -> None:
+        if failure.check(MetaError):
+            self.send(m.error(m.CALL, request_id, failure.value.uri, [failure.value.message]))
+        else:
+            self._call_failed(failure, request_id, uri)
 
     def _call_result(self, value: Any, request_id: int) -> None:
         try:

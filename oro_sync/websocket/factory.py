@@ -20,6 +20,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from oro_sync import SERVER_IDENT
 from oro_sync.core.hub import Hub
 from oro_sync.core.metrics import Metrics
+from oro_sync.core.presence import ObservedPolicy
 from oro_sync.logs import Logger
 from oro_sync.wamp.contract import SessionServices
 from oro_sync.wamp.rpc import RpcRegistry
@@ -43,6 +44,10 @@ def _backends_only(identity: Any) -> bool:
     return bool(getattr(identity, "backend", False))
 
 
+def _anyone(identity: Any) -> bool:
+    return True
+
+
 class WampServerFactory(WebSocketServerFactory):
     """Serves WAMP v1 (``wamp``) and WAMP v2 (``wamp.2.json``, ``wamp.2.msgpack``,
     ``wamp.2.cbor``) on one port.
@@ -62,6 +67,9 @@ class WampServerFactory(WebSocketServerFactory):
     :param wamp2Realms: the realms v2 clients may join (default: any).
     :param mayRegister: ``may_register(identity) -> bool``: who may register
         procedures over WAMP v2 (default: backends).
+    :param mayUseMeta: ``may_use_meta(identity) -> bool``: who may use the
+        WAMP session meta API (default: backends when there is an
+        authenticator, anyone when there is none).
     :param originPolicy: an OriginPolicy (None: any Origin).
     :param authenticator: ``authenticate(request, session_id) -> Identity``
         (or a Deferred); raising ConnectionDeny refuses the handshake.  One
@@ -88,6 +96,7 @@ class WampServerFactory(WebSocketServerFactory):
                  wamp2: bool = True,
                  wamp2Realms: Any = None,
                  mayRegister: Callable[[Any], bool] = _backends_only,
+                 mayUseMeta: Callable[[Any], bool] | None = None,
                  reactor: Any = None, **kwargs: Any):
         skip_pformat_unless_debug()
         subprotocols = [WAMP1, *SERIALIZERS] if wamp2 else [WAMP1]
@@ -108,13 +117,18 @@ class WampServerFactory(WebSocketServerFactory):
         self.pubsub_registry = pubsubRegistry if pubsubRegistry is not None else PubSubRegistry()
         self._policy = policy if policy is not None else AutobahnPubSub(
             self.hub, self.pubsub_registry, observer=self)
-        self.services = SessionServices(self._policy, self.rpc, self.metrics, serverIdent, maxPrefixes)
+        #: Presence (oro_sync.core.presence): told of sessions and subscriptions.
+        self.presence = self.hub.presence
+        self.services = SessionServices(ObservedPolicy(self._policy, self.presence), self.rpc,
+                                        self.metrics, serverIdent, maxPrefixes)
         #: Session class by subprotocol, in the server's order of listing.
         self.sessionClasses: dict[str, type] = {WAMP1: Wamp1Session}
         #: Served to a client that offers no subprotocol.
         self.defaultSubprotocol = WAMP1
         self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None,
-                                 may_register=mayRegister, clock=reactor)
+                                 may_register=mayRegister, clock=reactor,
+                                 may_use_meta=mayUseMeta if mayUseMeta is not None else (
+                                     _backends_only if authenticator is not None else _anyone))
         if wamp2:
             for subprotocol in SERIALIZERS:
                 self.sessionClasses[subprotocol] = Wamp2Session
@@ -124,7 +138,7 @@ class WampServerFactory(WebSocketServerFactory):
         self.listeningPort: Any = None
         self._pending_handshakes = 0
         self._accept_paused = False
-        self._session_observers: list[Any] = []
+        self._session_observers: list[Any] = [self.presence]
         self.noisy = False
         lim = self.limits
         # Answer bad input with a close frame carrying a code and reason,
@@ -237,7 +251,7 @@ class WampServerFactory(WebSocketServerFactory):
 
     def sessionClosed(self, session: Any) -> None:
         try:
-            self.pubsub.session_closed(session)
+            self.services.policy.session_closed(session)
         except Exception:
             self._log.failure("pub/sub cleanup failed for {session}", session=session.session_id)
         self.hub.detach(session)
