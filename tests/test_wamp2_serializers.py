@@ -97,6 +97,27 @@ class _PerSerializer:
         self.assertEqual(e.error, "com.example.refused")
 
 
+class ServerProcedureTimeoutTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_timeout_cancels_a_server_procedure(self) -> Any:
+        from autobahn.wamp.types import CallOptions
+        factory = self.make_factory()
+        cancelled: list = []
+        factory.registerProcedureForRpc("com.example.never",
+                                        lambda: defer.Deferred(lambda d: cancelled.append(True)))
+        s = yield wamp2.join(self, factory.port, serializers="msgpack")
+        e = yield self.assertFailure(s.call("com.example.never", options=CallOptions(timeout=50)),
+                                     ApplicationError)
+        self.assertEqual((e.error, cancelled), ("wamp.error.canceled", [True]))
+        # Autobahn checks the option itself: a raw client sends a bad one.
+        c = yield connect(factory.port, protocols=["wamp.2.json"], wait_welcome=False)
+        self.clients.append(c)
+        c.send([1, "realm1", {"roles": {"caller": {}}}])
+        self.assertEqual((yield c.next_message())[0], 2)
+        c.send([48, 7, {"timeout": "soon"}, PING])
+        self.assertEqual((yield c.next_message())[:5], [8, 48, 7, {}, "wamp.error.invalid_argument"])
+
+
 class JsonTests(_PerSerializer, ServerTestCase):
     serializer = "json"
 

@@ -105,6 +105,24 @@ class WampTicketTests(unittest.TestCase):
         self.assertEqual(server.factory.hub.sessions, {})
 
 
+class TicketModesTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_tickets_optional_still_challenges(self) -> Any:
+        server = start_oro_server(self, lambda c: c.auth.__setitem__("require_ticket", False))
+        s = yield wamp2.join(self, server.number, realm="oro", ticket=server.ticket("jane"))
+        self.assertEqual((s.welcome_details.authid, s.welcome_details.authmethod), ("jane", "ticket"))
+        anonymous = yield wamp2.join(self, server.number, realm="oro")
+        self.assertEqual(anonymous.welcome_details.authmethod, "anonymous")
+
+    @defer.inlineCallbacks
+    def test_a_server_without_tickets_says_so(self) -> Any:
+        server = start_oro_server(self, lambda c: setattr(c, "auth", {}))
+        e = yield self.assertFailure(wamp2.join(self, server.number, realm="oro", ticket="x"), ConnectionError)
+        self.assertIn("wamp.error.no_auth_method", str(e))
+
+
 class RpcDetailsTests(unittest.TestCase):
     timeout = 30
 

@@ -49,7 +49,7 @@ class _Invocation:
         self.timer: Any = None
 
 
-def _call_options(msg: m.Call) -> tuple[float, bool, bool] | str:
+def call_options(msg: m.Call) -> tuple[float, bool, bool] | str:
     """(timeout in seconds or 0, receive_progress, disclose_me), or why the options are bad."""
     options = msg.options
     timeout = options.get("timeout", 0)
@@ -131,7 +131,7 @@ class Dealer:
         if entry is None:
             return False
         reg, callee = entry
-        options = _call_options(msg)
+        options = call_options(msg)
         if isinstance(options, str):
             caller.send(m.error(m.CALL, msg.request_id, m.ERROR_INVALID_ARGUMENT, [options]))
             return True

@@ -33,7 +33,7 @@ from zope.interface import implementer
 from oro_sync.core.payload import from_v2
 from oro_sync.core.presence import IPresenceObserver, SessionInfo
 
-__all__ = ["EVENTS", "MetaApi", "MetaError", "PROCEDURES", "is_meta"]
+__all__ = ["EVENTS", "MetaApi", "MetaError", "is_meta"]
 
 ON_JOIN = "wamp.session.on_join"
 ON_LEAVE = "wamp.session.on_leave"

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import TimeoutError, maybeDeferred
 from zope.interface import implementer
 
 from oro_sync.core.payload import from_v2
@@ -42,16 +42,14 @@ from oro_sync.logs import Logger, clip
 from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, own_procedure
 from oro_sync.wamp.rpc import ERROR_INTERNAL, error_triple
 from oro_sync.wamp2 import messages as m
-from oro_sync.wamp2.dealer import ERROR_PROCEDURE_EXISTS
+from oro_sync.wamp2.dealer import ERROR_PROCEDURE_EXISTS, call_options
 from oro_sync.wamp2.meta import EVENTS as META_EVENTS, MetaError, is_meta
+from oro_sync.wamp2.opening import OpeningMixin
 from oro_sync.wamp2.router import Wamp2Router
 from oro_sync.wamp2.serializers import JSON, SerializationError, Serializer
 
 #: The subprotocol of WAMP v2 with the JSON serializer.
 SUBPROTOCOL = "wamp.2.json"
-
-#: The in-band authentication method this router offers (WAMP-Ticket).
-TICKET = "ticket"
 
 #: A session id no session has (core ids are never empty): "deliver to nobody".
 NOBODY = ""
@@ -62,7 +60,7 @@ def _new_session_id() -> str:
 
 
 @implementer(ISession, IWampSession)
-class Wamp2Session(SessionBase):
+class Wamp2Session(OpeningMixin, SessionBase):
     """One client's WAMP v2 session (the core's ISession of that client)."""
 
     _log = Logger()
@@ -166,82 +164,6 @@ class Wamp2Session(SessionBase):
             self.conn.close(1000, "aborted by the client")
         else:  # HELLO
             self.abort("HELLO in an established session")
-
-    def hello(self, msg: m.Hello) -> None:
-        realms = self.router.realms
-        if realms is not None and msg.realm not in realms:
-            self._log.warn("{peer} asked for unknown realm {realm}", peer=self.conn.peer, realm=clip(msg.realm))
-            self.send(m.abort(m.ERROR_NO_SUCH_REALM, f"no realm {msg.realm}"))
-            self.conn.close(1000, "no such realm")
-            return
-        methods = msg.details.get("authmethods")
-        wants_ticket = isinstance(methods, list) and TICKET in methods
-        if self.authenticated and (not wants_ticket or self._ticket_given()):
-            self.welcome(msg)  # the URL ticket (or none needed, none offered)
-        elif wants_ticket and self.authenticator is not None:
-            self._pending_hello = msg
-            self.send(m.challenge(TICKET))
-        elif wants_ticket and "anonymous" in methods and self.authenticated:
-            self.welcome(msg)
-        elif wants_ticket:
-            self.refuse(m.ERROR_NO_AUTH_METHOD, "this server checks no tickets")
-        else:
-            self.refuse(m.ERROR_NOT_AUTHORIZED, 'a ticket is required (authmethods: ["ticket"])')
-
-    def _ticket_given(self) -> bool:
-        """The handshake's URL ticket already said who this is."""
-        identity = self.identity
-        return not identity.anonymous or identity.backend
-
-    def authenticate(self, msg: m.Authenticate) -> None:
-        self._verifying = True
-        d = maybeDeferred(self.authenticator, msg.signature, self.session_id)
-        d.addCallbacks(self._verified, self._verify_failed)
-
-    def _verified(self, outcome: Any) -> None:
-        # If the peer left meanwhile, what follows is dropped by the
-        # connection (and session_ready does not join a closed connection).
-        self._verifying = False
-        if isinstance(outcome, str):
-            self.services.metrics.refused("ticket")
-            self.refuse(m.ERROR_NOT_AUTHORIZED, "ticket refused", log_reason=f"ticket {outcome}")
-            return
-        self.identity = outcome
-        self.authenticated = True
-        hello, self._pending_hello = self._pending_hello, None
-        self.welcome(hello)
-
-    def _verify_failed(self, failure: Any) -> None:
-        self._verifying = False
-        self._log.failure("{session}: ticket check failed", failure, session=self.session_id)
-        self.services.metrics.refused("authentication_unavailable")
-        self.refuse(m.ERROR_NOT_AUTHORIZED, "authentication is unavailable")
-
-    def refuse(self, reason_uri: str, message: str, log_reason: str | None = None) -> None:
-        """End the opening with ABORT ``reason_uri`` (one log line, never the ticket)."""
-        self._log.warn("refusing {peer} ({session}): {why}", peer=self.conn.peer,
-                       session=self.session_id, why=log_reason or message)
-        self.send(m.abort(reason_uri, message))
-        self.conn.close(1000, message)
-
-    def welcome(self, msg: m.Hello) -> None:
-        self.established = True
-        self.realm = msg.realm
-        identity = self.identity
-        details = {
-            "realm": msg.realm,
-            "authid": identity.username,
-            "authrole": "anonymous" if identity.anonymous else "user",
-            "authmethod": TICKET if self._ticket_given() else "anonymous",
-            "authprovider": "oro-sync",
-            "roles": {
-                "broker": {"features": {"publisher_exclusion": True,
-                                        "subscriber_blackwhite_listing": True}},
-                "dealer": {"features": {}},
-            },
-        }
-        self.send(m.welcome(int(self.session_id), details))
-        self.conn.session_ready()
 
     def subscribe(self, msg: m.Subscribe) -> None:
         conn, router = self.conn, self.router
@@ -361,7 +283,13 @@ class Wamp2Session(SessionBase):
             self.send(m.error(m.CALL, msg.request_id, m.ERROR_INVALID_ARGUMENT,
                               ["this procedure takes positional arguments only"]))
             return
+        options = call_options(msg)
+        if isinstance(options, str):
+            self.send(m.error(m.CALL, msg.request_id, m.ERROR_INVALID_ARGUMENT, [options]))
+            return
         d = maybeDeferred(proc, *(msg.args or ()))
+        if options[0]:  # timeout: the procedure's Deferred is cancelled
+            d.addTimeout(options[0], self.conn.clock)
         d.addCallbacks(self._call_result, self._call_failed,
                        callbackArgs=(msg.request_id,), errbackArgs=(msg.request_id, msg.procedure))
 
@@ -398,6 +326,9 @@ class Wamp2Session(SessionBase):
         self.conn.send_message(data, self.serializer.binary)
 
     def _call_failed(self, failure: Any, request_id: int, uri: str) -> None:
+        if failure.check(TimeoutError):
+            self.send(m.error(m.CALL, request_id, m.ERROR_CANCELED, ["call timed out"]))
+            return
         error_uri, desc, details = error_triple(failure.value)
         if error_uri == ERROR_INTERNAL:
             self._log.failure("procedure {uri} failed", failure, uri=uri)
