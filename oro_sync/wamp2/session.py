@@ -24,7 +24,10 @@ What is v2's own:
   ``eligible`` options, and ``acknowledge`` gets PUBLISHED (with the
   publication id every EVENT of it carries), or ERROR when refused;
 - CALL reaches the server's procedures (the 0.8-style RPC API) or a client's
-  registration (:mod:`oro_sync.wamp2.dealer`).
+  registration (:mod:`oro_sync.wamp2.dealer`), with ``timeout`` and
+  progressive results; ``wamp.*`` procedures and topics are the session
+  meta API (:mod:`oro_sync.wamp2.meta`), for the sessions the router's
+  ``may_use_meta`` admits.
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ class Wamp2Session(OpeningMixin, SessionBase):
             elif kind is m.Abort:
                 self.conn.close(1000, "aborted by the client")
             else:
-                self.abort(f"{kind.__name__.upper()} before HELLO")
+                when = "before WELCOME" if self._pending_hello is not None else "before HELLO"
+                self.abort(f"{kind.__name__.upper()} {when}")
             return
         if kind is m.Publish:
             self.publish(msg)
