@@ -13,7 +13,7 @@ from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, RegisterOptions
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from oro_sync.auth.ticket_signing import issue_ticket
@@ -94,15 +94,17 @@ class WampTicketTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_must_authenticate_within_the_handshake_timeout(self) -> Any:
-        server = start_oro_server(self, lambda c: c.limits.__setitem__("handshake_timeout", 2))
-        c = yield connect(server.number, protocols=["wamp.2.json"], wait_welcome=False)
+        clock = task.Clock()
+        self.server.factory.clock = clock  # the HELLO/AUTHENTICATE timer
+        c = yield connect(self.server.number, protocols=["wamp.2.json"], wait_welcome=False)
         self.addCleanup(c.abort)
         c.send([1, "oro", {"roles": {"subscriber": {}}, "authmethods": ["ticket"]}])
         challenge = yield c.next_message()
         self.assertEqual(challenge, [4, "ticket", {}])
+        clock.advance(self.server.factory.limits.handshake_timeout + 1)
         _, code, reason = yield c.closed
         self.assertEqual((code, reason), (1000, "no AUTHENTICATE"))
-        self.assertEqual(server.factory.hub.sessions, {})
+        self.assertEqual(self.server.factory.hub.sessions, {})
 
 
 class TicketModesTests(unittest.TestCase):
