@@ -112,6 +112,30 @@ class FuzzTests(unittest.TestCase):
     def test_arbitrary_bytes(self, raw: bytes) -> None:
         outcome(raw)
 
+    @FUZZ
+    @given(st.binary(max_size=200), st.sampled_from(["msgpack", "cbor"]))
+    def test_arbitrary_binary_frames(self, raw: bytes, name: str) -> None:
+        # MessagePack and CBOR: only the serializer's and the parser's errors.
+        from oro_sync.wamp2.serializers import SERIALIZERS, SerializationError
+        try:
+            m.parse_value(SERIALIZERS[f"wamp.2.{name}"].decode(raw))
+        except (SerializationError, m.ProtocolError, m.InvalidRequest):
+            pass
+
+    @FUZZ
+    @given(message_like, st.sampled_from(["msgpack", "cbor"]))
+    def test_message_like_binary_values(self, value: list, name: str) -> None:
+        from oro_sync.wamp2.serializers import SERIALIZERS, SerializationError
+        serializer = SERIALIZERS[f"wamp.2.{name}"]
+        try:
+            data = serializer.encode(value)
+        except OverflowError:  # MessagePack has no integers beyond 64 bits
+            return
+        try:
+            m.parse_value(serializer.decode(data))
+        except (SerializationError, m.ProtocolError, m.InvalidRequest):  # beyond 64 bits, too deep
+            pass
+
 
 class ImportOrderTests(unittest.TestCase):
     def test_each_front_end_imports_first(self) -> None:

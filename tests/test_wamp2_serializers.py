@@ -246,3 +246,38 @@ class DecodeBoundsTests(unittest.TestCase):
         msg = [36, 1, 2, {}, ["é", 1, 2.5, None, True, {"a": [1]}]]
         for serializer in (JSON, MSGPACK, CBOR):
             self.assertEqual(serializer.decode(serializer.encode(msg)), msg)
+
+
+class CrossSerializerBoundsTests(ServerTestCase):
+    """What one serializer carries and another cannot never costs a connection."""
+
+    @defer.inlineCallbacks
+    def test_json_input_is_held_to_every_serializers_bounds(self) -> Any:
+        factory = self.make_factory()
+        sub = yield wamp2.join(self, factory.port, serializers="msgpack")
+        queue, _ = yield wamp2.events(sub, TOPIC)
+        c = yield connect(factory.port, protocols=["wamp.2.json"], wait_welcome=False)
+        self.clients.append(c)
+        c.send([1, "realm1", {"roles": {"publisher": {}}}])
+        self.assertEqual((yield c.next_message())[0], 2)
+        c.send(b'[16, 1, {}, "%s", [%d]]' % (TOPIC.encode(), 2 ** 70))
+        abort = yield c.next_message()
+        self.assertEqual((abort[0], abort[2]), (3, "wamp.error.protocol_violation"))
+        self.assertIn("64 bits", abort[1]["message"])
+        # The MessagePack subscriber is still there and gets the next event.
+        factory.dispatch(TOPIC, {"n": 2})
+        self.assertEqual((yield queue.next())[0], [{"n": 2}])
+
+    @defer.inlineCallbacks
+    def test_a_v1_event_msgpack_cannot_carry_skips_only_msgpack(self) -> Any:
+        factory = self.make_factory()
+        mp = yield wamp2.join(self, factory.port, serializers="msgpack")
+        cb = yield wamp2.join(self, factory.port, serializers="cbor")
+        mp_queue, _ = yield wamp2.events(mp, TOPIC)
+        cb_queue, _ = yield wamp2.events(cb, TOPIC)
+        self.assertEqual(factory.dispatch(TOPIC, 2 ** 70), 1)  # CBOR has bignums
+        self.assertEqual((yield cb_queue.next())[0], [2 ** 70])
+        self.assertTrue(any("not sent to msgpack" in (e.get("log_format") or "").replace(
+            "{serializer}", "msgpack") for e in self.log_events))
+        factory.dispatch(TOPIC, "after")
+        self.assertEqual((yield mp_queue.next())[0], ["after"])

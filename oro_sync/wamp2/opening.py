@@ -33,6 +33,7 @@ class OpeningMixin:
     ``router``, ``conn``, ``identity``, ``authenticator``, ``authenticated``,
     ``services``, ``send``."""
 
+    #: The HELLO waiting for AUTHENTICATE (and then for the verifier).
     _pending_hello: Any = None
     _verifying = False
 

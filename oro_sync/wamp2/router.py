@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from oro_sync.core.payload import to_v2
 from oro_sync.core.publish import new_id
+from oro_sync.logs import Logger, clip
 from oro_sync.wamp2 import messages as m
 from oro_sync.wamp2.dealer import Dealer
 from oro_sync.wamp2.meta import MetaApi
@@ -29,6 +30,8 @@ class Wamp2Router:
     :param may_use_meta: ``may_use_meta(identity) -> bool``: who may call the
         meta procedures and subscribe to the meta events (backends).
     """
+
+    _log = Logger()
 
     def __init__(self, hub: Any, realms: frozenset[str] | None = None,
                  may_register: Callable[[Any], bool] = lambda identity: False,
@@ -79,9 +82,17 @@ class Wamp2Router:
         self._watched_uri, self._watched = uri, []
         return seen
 
-    def _encode(self, serializer: Serializer, topic: Any, event: Any, publication_id: int) -> bytes:
+    def _encode(self, serializer: Serializer, topic: Any, event: Any, publication_id: int) -> bytes | None:
         args, kwargs = to_v2(event)
-        data = serializer.frame(m.event(self.subscription_id(topic.uri), publication_id or new_id(), args, kwargs))
+        try:
+            data = serializer.frame(m.event(self.subscription_id(topic.uri), publication_id or new_id(),
+                                            args, kwargs))
+        except (OverflowError, TypeError, ValueError) as e:
+            # JSON carries integers MessagePack cannot (beyond 64 bits): those
+            # subscribers miss this event, everyone else gets it.
+            self._log.warn("event on {topic} not sent to {serializer} subscribers: {why}",
+                           topic=clip(topic.uri), serializer=serializer.name, why=str(e))
+            return None
         if self._watched_uri is not None and topic.uri == self._watched_uri:
             self._watched.append(data)
         return data

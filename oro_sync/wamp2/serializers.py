@@ -10,9 +10,10 @@ Encoding uses Autobahn's own object serializers for MessagePack and CBOR
 with WAMP v1.  Decoding calls ``msgpack`` and ``cbor2`` directly, with
 bounds Autobahn does not set: what a client sends must decode to values
 every other client can receive -- JSON's types (no binary strings, tags,
-extension types, NaN or infinities), nested at most :data:`MAX_DEPTH`
-deep -- because an event published in MessagePack goes on to JSON and
-WAMP v1 subscribers.  Anything else is a :class:`SerializationError`,
+extension types, NaN or infinities), integers of at most 64 bits, nested
+at most :data:`MAX_DEPTH` deep -- because an event published in MessagePack
+goes on to JSON and WAMP v1 subscribers, and one published in JSON to
+MessagePack subscribers (JSON clients are held to the same bounds).  Anything else is a :class:`SerializationError`,
 which the session answers as a protocol violation.  Message size is bounded
 before this, by the WebSocket layer (``server.max_message_size``).
 """
@@ -52,19 +53,28 @@ class SerializationError(ValueError):
         self.reason = reason
 
 
+#: The integers every serializer carries (MessagePack's range).
+MIN_INT, MAX_INT = -(2 ** 63), 2 ** 64 - 1
+
+
 def check_value(value: Any, what: str) -> None:
     """Raise SerializationError unless ``value`` holds only JSON's types
-    (dicts with string keys), nested at most MAX_DEPTH deep.  Iterative, so
-    a hostile nesting cannot exhaust the stack."""
+    (dicts with string keys, integers of at most 64 bits), nested at most
+    MAX_DEPTH deep: then every serializer can send it on.  Iterative, so a
+    hostile nesting cannot exhaust the stack."""
     stack = [(value, 1)]
     pop, push = stack.pop, stack.append
     while stack:
         v, depth = pop()
+        t = type(v)
+        if t is int:
+            if not MIN_INT <= v <= MAX_INT:
+                raise SerializationError(f"{what}: an integer beyond 64 bits cannot be relayed")
+            continue
         if isinstance(v, _SCALARS) or v is True or v is False:
             continue
         if depth > MAX_DEPTH:
             raise SerializationError(f"{what}: nested deeper than {MAX_DEPTH} levels")
-        t = type(v)
         if t is list:
             for x in v:
                 push((x, depth + 1))
@@ -113,11 +123,15 @@ class JsonSerializer(Serializer):
         return encode_json(msg).encode("utf-8")
 
     def decode(self, payload: bytes) -> Any:
-        # The strict JSON codec of both WAMP versions (no NaN, no infinities).
+        # The strict JSON codec of both WAMP versions (no NaN, no infinities),
+        # and the bounds of the other serializers: what a JSON client sends
+        # must reach MessagePack and CBOR clients too.
         try:
-            return decode_json(payload)
+            value = decode_json(payload)
         except JsonError as e:
             raise SerializationError(e.reason) from None
+        check_value(value, "JSON")
+        return value
 
 
 class MsgPackSerializer(Serializer):

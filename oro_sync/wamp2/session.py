@@ -83,13 +83,13 @@ class Wamp2Session(OpeningMixin, SessionBase):
         super().__init__(conn, services, session_id, identity)
         self.router = router
         self.serializer = serializer
-        self.protocol = serializer.subprotocol
+        if serializer is not JSON:  # the class says wamp.2.json (fewer per-session attributes)
+            self.protocol = serializer.subprotocol
         self.encoder = router.encoders[serializer.subprotocol]
         self.authenticator = authenticator
         self.authenticated = authenticated
-        #: The HELLO waiting for AUTHENTICATE (and then for the verifier).
-        self._pending_hello: m.Hello | None = None
-        self._verifying = False
+        # _pending_hello (the HELLO waiting for AUTHENTICATE) and _verifying
+        # stay the mixin's class defaults until WAMP-Ticket is used.
         self.established = False
         self.realm = ""
         #: subscription id -> topic URI, for this session's UNSUBSCRIBE.
@@ -349,7 +349,18 @@ class Wamp2Session(OpeningMixin, SessionBase):
     # -- outgoing ---------------------------------------------------------------
 
     def send(self, msg: list) -> None:
-        self.conn.send_message(self.serializer.encode(msg), self.serializer.binary)
+        serializer = self.serializer
+        try:
+            data = serializer.encode(msg)
+        except (OverflowError, TypeError, ValueError) as e:
+            # Client input is bounded for every serializer; this is a value
+            # from the server's side: never let it cost another connection.
+            self._log.error("{session}: a message of type {kind} cannot be sent in {serializer}: {why}",
+                            session=self.session_id, kind=msg[0], serializer=serializer.name, why=str(e))
+            if msg[0] != m.RESULT:
+                return
+            data = serializer.encode(m.error(m.CALL, msg[1], m.ERROR_RUNTIME, ["result cannot be serialized"]))
+        self.conn.send_message(data, serializer.binary)
 
     def abort(self, reason: str, code: int = 1002) -> None:
         """Abort the session for a protocol violation: ABORT, then close."""
