@@ -87,7 +87,7 @@ class Wamp2Router:
         try:
             data = serializer.frame(m.event(self.subscription_id(topic.uri), publication_id or new_id(),
                                             args, kwargs))
-        except (OverflowError, TypeError, ValueError) as e:
+        except (OverflowError, TypeError, ValueError, RecursionError) as e:
             # JSON carries integers MessagePack cannot (beyond 64 bits): those
             # subscribers miss this event, everyone else gets it.
             self._log.warn("event on {topic} not sent to {serializer} subscribers: {why}",

@@ -352,7 +352,7 @@ class Wamp2Session(OpeningMixin, SessionBase):
         serializer = self.serializer
         try:
             data = serializer.encode(msg)
-        except (OverflowError, TypeError, ValueError) as e:
+        except (OverflowError, TypeError, ValueError, RecursionError) as e:
             # Client input is bounded for every serializer; this is a value
             # from the server's side: never let it cost another connection.
             self._log.error("{session}: a message of type {kind} cannot be sent in {serializer}: {why}",
