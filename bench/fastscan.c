@@ -16,6 +16,10 @@
  * incomplete frame, or at a control frame or a data frame that is not an event,
  * which the caller handles itself.
  *
+ * ws_scan_msgpack does the same for wamp.2.msgpack subscribers: their events
+ * are binary frames holding [36, sub, pub, {}, [ts_ns, seq, step, pad]] in
+ * MessagePack, read by parse_msgpack_event.
+ *
  * out[0] = latency pairs written, out[1] = status: 0 need more bytes,
  * 1 the frame at the returned position is for the caller, 2 a masked frame
  * (a protocol error), 3 lat is full (drain it and call again).  Returns the
@@ -46,9 +50,66 @@ static int parse_int(const unsigned char *p, const unsigned char *end, const uns
     return 1;
 }
 
-long ws_scan(const unsigned char *buf, long n, long pos,
-             int64_t *counts, int64_t *first, int64_t *last, long nsteps, int64_t now,
-             int64_t *lat, long lat_cap, int64_t *out)
+/* One MessagePack integer at *p (fixints, uint8..64, int8..64). */
+static int mp_int(const unsigned char **pp, const unsigned char *end, int64_t *v)
+{
+    const unsigned char *p = *pp;
+    if (p >= end)
+        return 0;
+    unsigned t = *p++;
+    int nbytes = 0, sign = 0;
+    if (t < 0x80) {
+        *v = t;
+        *pp = p;
+        return 1;
+    }
+    if (t >= 0xe0) {
+        *v = (int64_t)(int8_t)t;
+        *pp = p;
+        return 1;
+    }
+    switch (t) {
+    case 0xcc: nbytes = 1; break;
+    case 0xcd: nbytes = 2; break;
+    case 0xce: nbytes = 4; break;
+    case 0xcf: nbytes = 8; break;
+    case 0xd0: nbytes = 1; sign = 1; break;
+    case 0xd1: nbytes = 2; sign = 1; break;
+    case 0xd2: nbytes = 4; sign = 1; break;
+    case 0xd3: nbytes = 8; sign = 1; break;
+    default: return 0;
+    }
+    if (end - p < nbytes)
+        return 0;
+    uint64_t x = 0;
+    for (int i = 0; i < nbytes; i++)
+        x = (x << 8) | p[i];
+    if (sign && nbytes < 8 && (x >> (8 * nbytes - 1)))
+        x |= ~(uint64_t)0 << (8 * nbytes);
+    *v = (int64_t)x;
+    *pp = p + nbytes;
+    return 1;
+}
+
+/* [36, sub, pub, {}, [ts, seq, step, ...]] in MessagePack (Details empty). */
+static int parse_msgpack_event(const unsigned char *p, const unsigned char *e,
+                               int64_t *ts, int64_t *seq, int64_t *step)
+{
+    int64_t ignored;
+    if (e - p < 4 || p[0] != 0x95 || p[1] != 0x24)
+        return 0;
+    p += 2;
+    if (!mp_int(&p, e, &ignored) || !mp_int(&p, e, &ignored))
+        return 0;
+    if (e - p < 2 || p[0] != 0x80 || (p[1] & 0xf0) != 0x90 || (p[1] & 0x0f) < 3)
+        return 0;
+    p += 2;
+    return mp_int(&p, e, ts) && mp_int(&p, e, seq) && mp_int(&p, e, step);
+}
+
+static long scan(const unsigned char *buf, long n, long pos,
+                 int64_t *counts, int64_t *first, int64_t *last, long nsteps, int64_t now,
+                 int64_t *lat, long lat_cap, int64_t *out, int msgpack)
 {
     long nlat = 0;
     out[1] = 0;
@@ -85,12 +146,18 @@ long ws_scan(const unsigned char *buf, long n, long pos,
             break;
         }
         const unsigned char *s = buf + pos + hdr, *e = s + len, *q = e;
-        while (q > s && q[-1] != '[')
-            q--;
         int64_t ts, seq, step;
-        const unsigned char *p = q;
-        if (q <= s + 1 || !parse_int(p, e, &p, &ts) || !parse_int(p, e, &p, &seq)
-            || !parse_int(p, e, &p, &step) || step < 0 || step >= nsteps) {
+        int ok;
+        if (msgpack) {
+            ok = parse_msgpack_event(s, e, &ts, &seq, &step);
+        } else {
+            while (q > s && q[-1] != '[')
+                q--;
+            const unsigned char *p = q;
+            ok = q > s + 1 && parse_int(p, e, &p, &ts) && parse_int(p, e, &p, &seq)
+                 && parse_int(p, e, &p, &step);
+        }
+        if (!ok || step < 0 || step >= nsteps) {
             out[1] = 1; /* not an event: the caller's */
             break;
         }
@@ -107,4 +174,18 @@ long ws_scan(const unsigned char *buf, long n, long pos,
     }
     out[0] = nlat;
     return pos;
+}
+
+long ws_scan(const unsigned char *buf, long n, long pos,
+             int64_t *counts, int64_t *first, int64_t *last, long nsteps, int64_t now,
+             int64_t *lat, long lat_cap, int64_t *out)
+{
+    return scan(buf, n, pos, counts, first, last, nsteps, now, lat, lat_cap, out, 0);
+}
+
+long ws_scan_msgpack(const unsigned char *buf, long n, long pos,
+                     int64_t *counts, int64_t *first, int64_t *last, long nsteps, int64_t now,
+                     int64_t *lat, long lat_cap, int64_t *out)
+{
+    return scan(buf, n, pos, counts, first, last, nsteps, now, lat, lat_cap, out, 1);
 }

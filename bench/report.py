@@ -21,10 +21,10 @@ import os
 import time
 from typing import Any
 
-ORDER = ["oro", "oro2", "twisted", "autobahn", "crossbar"]
-LABEL = {"oro": "oro-sync WAMP v1", "oro2": "oro-sync WAMP v2", "twisted": "bare Twisted, pre-framed", "autobahn": "bare Autobahn broadcast",
+ORDER = ["oro", "oro2", "oro2mp", "twisted", "autobahn", "crossbar"]
+LABEL = {"oro": "oro-sync WAMP v1", "oro2": "oro-sync WAMP v2", "oro2mp": "oro-sync WAMP v2 (MessagePack)", "twisted": "bare Twisted, pre-framed", "autobahn": "bare Autobahn broadcast",
          "crossbar": "Crossbar.io (WAMP v2)"}
-COLOR = {"oro": "#d62728", "oro2": "#ff7f0e", "twisted": "#1f77b4", "autobahn": "#7f7f7f", "crossbar": "#2ca02c"}
+COLOR = {"oro": "#d62728", "oro2": "#ff7f0e", "oro2mp": "#9467bd", "twisted": "#1f77b4", "autobahn": "#7f7f7f", "crossbar": "#2ca02c"}
 
 TARGET_VS_TWISTED = 0.80
 TARGET_VS_AUTOBAHN = 1.5
@@ -233,7 +233,7 @@ def idle_table(entry: dict) -> list[str]:
 
 # ---------------------------------------------------------------- targets
 #: Short server names for the targets table.
-SERVER_SHORT = {"oro": "oro-sync v1", "oro2": "oro-sync v2", "twisted": "bare Twisted", "autobahn": "bare Autobahn",
+SERVER_SHORT = {"oro": "oro-sync v1", "oro2": "oro-sync v2", "oro2mp": "oro-sync v2 msgpack", "twisted": "bare Twisted", "autobahn": "bare Autobahn",
                 "crossbar": "Crossbar v2"}
 
 

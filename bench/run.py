@@ -48,6 +48,7 @@ PY = sys.executable
 SERVERS: dict[str, tuple[str, str]] = {
     "oro": (report.LABEL["oro"], "wamp1"),
     "oro2": (report.LABEL["oro2"], "wamp"),  # the same server, spoken to in wamp.2.json
+    "oro2mp": (report.LABEL["oro2mp"], "wampmsgpack"),  # ... with wamp.2.msgpack subscribers
     "twisted": (report.LABEL["twisted"], "raw"),
     "autobahn": (report.LABEL["autobahn"], "raw"),
     "crossbar": (report.LABEL["crossbar"], "wamp"),
@@ -121,7 +122,7 @@ def standard_scenarios(quick: bool) -> list[Scenario]:
     if quick:
         return [
             Scenario("fanout100", "100 subscribers, one topic", all3, 100, steps="r500,r2000,w200", duration=1.0),
-            Scenario("fanout1000", "1,000 subscribers, one topic", all3 + ["oro2"], 1000,
+            Scenario("fanout1000", "1,000 subscribers, one topic", all3 + ["oro2", "oro2mp"], 1000,
                      steps="r50,r200,w20,h50", duration=1.0),
             Scenario("topics", "100 topics × 10 subscribers", ["oro"], 1000, topics=100,
                      steps="r2000,w200", duration=1.0),
@@ -134,7 +135,7 @@ def standard_scenarios(quick: bool) -> list[Scenario]:
     return [
         Scenario("fanout100", "100 subscribers, one topic", all3, 100,
                  steps="r250,r500,r1000,r2000,r4000,w200"),
-        Scenario("fanout1000", "1,000 subscribers, one topic", all3 + ["oro2"] + cb, 1000,
+        Scenario("fanout1000", "1,000 subscribers, one topic", all3 + ["oro2", "oro2mp"] + cb, 1000,
                  steps="r25,r50,r100,r200,r400,w20,h50"),
         Scenario("fanout10000", "10,000 subscribers, one topic", all3, 10000,
                  steps="r3,r5,r10,r20,r40,w3", extra=["--probes", "3"]),
@@ -242,7 +243,7 @@ def server(kind: str, logdir: str, extra: list[str] | None = None) -> Iterator[t
     if os.path.exists(port_file):
         os.unlink(port_file)
     log = open(os.path.join(logdir, f"server-{kind}.log"), "ab")
-    program = "oro" if kind == "oro2" else kind  # v1 and v2 are one server
+    program = "oro" if kind in ("oro2", "oro2mp") else kind  # v1 and v2 are one server
     proc = subprocess.Popen([PY, os.path.join(HERE, "servers.py"), program, "--port-file", port_file] + (extra or []),
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                             preexec_fn=lambda: pin(SERVER_CPUS))

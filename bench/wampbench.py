@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """
 wampbench.py - fan-out benchmark for WAMP v1 servers, WAMP v2 routers (WebSocket,
-wamp.2.json) and bare WebSocket broadcast servers (--proto raw).
+wamp.2.json; --proto wampmsgpack: subscribers on wamp.2.msgpack) and bare WebSocket
+broadcast servers (--proto raw).
 
 Derived from the project's shared load generator (shared/bench/wampbench.py); this copy
 adds a WAMP v1 mode, several topics, short-lived publisher connections and an idle
@@ -85,7 +86,7 @@ def cpu_times():
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="ws://127.0.0.1:18080/ws")
-    ap.add_argument("--proto", choices=["wamp1", "wamp", "raw"], default="wamp")
+    ap.add_argument("--proto", choices=["wamp1", "wamp", "wampmsgpack", "raw"], default="wamp")
     ap.add_argument("--realm", default="realm1")
     ap.add_argument("--topic", default="bench.fanout")
     ap.add_argument("--topics", type=int, default=1, help="number of topics (WAMP modes)")

@@ -5,6 +5,12 @@ drives them, and prints and saves the figures, is wampbench.py).
 A lean asyncio.Protocol WebSocket client with a hand-written frame parser, so that the
 clients cost less CPU than the server they measure; subscribers count events in C
 (bench/fastscan.c, see build_fastscan) when a compiler is there, else in Python.
+
+``--proto wampmsgpack``: subscribers (and the sentinel) speak wamp.2.msgpack, so
+the server encodes each EVENT once in MessagePack; the publisher still speaks
+wamp.2.json, so that the row differs from the JSON v2 row in the subscribers'
+serializer only.  That mode needs the ``msgpack`` package (oro-sync's own
+dependency); the others are stdlib only.
 """
 from __future__ import annotations
 
@@ -61,17 +67,54 @@ def build_fastscan(disabled: bool = False) -> str | None:
             print(f"(fastscan.c not built, events are parsed in Python: {e})", file=sys.stderr)
             return None
     dll = ctypes.CDLL(lib)
-    fn = dll.ws_scan
-    fn.restype = ctypes.c_long
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_long, ctypes.c_long,
-                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int64,
-                   ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
+    for fn in (dll.ws_scan, dll.ws_scan_msgpack):
+        fn.restype = ctypes.c_long
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_long, ctypes.c_long,
+                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int64,
+                       ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p]
     FASTSCAN = dll
     return "events counted in C (bench/fastscan.c)"
 
 
 #: The WebSocket subprotocol each load mode offers (raw offers none).
-SUBPROTOCOLS = {"wamp": "wamp.2.json", "wamp1": "wamp"}
+SUBPROTOCOLS = {"wamp": "wamp.2.json", "wamp1": "wamp", "wampmsgpack": "wamp.2.msgpack"}
+#: The WAMP v2 load modes (HELLO, SUBSCRIBE, PUBLISH [16, ...]).
+V2 = ("wamp", "wampmsgpack")
+
+
+def decode(proto: str, data: bytes) -> Any:
+    """A non-event message of ``proto`` (MessagePack for wampmsgpack, else JSON)."""
+    if proto == "wampmsgpack":
+        import msgpack
+        return msgpack.unpackb(data)
+    return json.loads(data)
+
+
+def send_msg(client: "WSClient", proto: str, msg: Any) -> None:
+    if proto == "wampmsgpack":
+        import msgpack
+        client.send(msgpack.packb(msg), 2)
+    else:
+        client.send(json.dumps(msg).encode())
+
+
+def event_fields(proto: str, buf: bytes, s: int, e: int) -> tuple[int, int, int] | None:
+    """(ts, seq, step) of an EVENT payload buf[s:e], or None if it is not one."""
+    if proto == "wampmsgpack":
+        try:
+            msg = decode(proto, buf[s:e])
+            ts, seq, step = msg[4][:3]
+            return int(ts), int(seq), int(step)
+        except Exception:
+            return None
+    i = buf.rfind(b"[", s, e)
+    if i <= s:
+        return None
+    p = buf[i + 1:e].split(b",", 3)
+    try:
+        return int(p[0]), int(p[1]), int(p[2])
+    except (ValueError, IndexError):
+        return None
 
 
 class WSClient(asyncio.Protocol):
@@ -212,8 +255,9 @@ class SubStats:
         self.other = 0
         self._scan = None
 
-    def scanner(self, lib, record):
-        """A ``scan(buf, n, pos, now) -> (pos, status)`` over fastscan.c's ws_scan, or None."""
+    def scanner(self, lib, record, msgpack=False):
+        """A ``scan(buf, n, pos, now) -> (pos, status)`` over fastscan.c's ws_scan (or
+        ws_scan_msgpack), or None."""
         if lib is None:
             return None
         if self._scan is None:
@@ -224,7 +268,7 @@ class SubStats:
             out = (ctypes.c_int64 * 2)()
             cap = 1 << 14
             latbuf = (ctypes.c_int64 * (2 * cap))()
-            fn = lib.ws_scan
+            fn = lib.ws_scan_msgpack if msgpack else lib.ws_scan
             lat = self.lat
 
             def scan(buf, n, pos, now, record):
@@ -252,27 +296,22 @@ class Subscriber(WSClient):
         self.subprotocol = SUBPROTOCOLS.get(proto)
 
     def on_open(self):
-        if self.proto == "wamp":
-            self.send(json.dumps([1, self.realm, {"roles": {"subscriber": {}, "publisher": {}}}]).encode())
+        if self.proto in V2:
+            send_msg(self, self.proto, [1, self.realm, {"roles": {"subscriber": {}, "publisher": {}}}])
         elif self.proto == "raw":
             self.ready()
 
     def ready(self):
         self.subscribed = True
-        self.scan = self.stats.scanner(FASTSCAN, self.record)
+        self.scan = self.stats.scanner(FASTSCAN, self.record, self.proto == "wampmsgpack")
         if not self.done.done():
             self.done.set_result(True)
 
     def on_message(self, buf, s, e, now):
         if self.subscribed:
-            i = buf.rfind(b"[", s, e)
-            if i > s:
-                p = buf[i + 1:e].split(b",", 3)
-                try:
-                    ts = int(p[0]); step = int(p[2])
-                except (ValueError, IndexError):
-                    self.stats.other += 1
-                    return
+            fields = event_fields(self.proto, buf, s, e)
+            if fields is not None:
+                ts, _, step = fields
                 st = self.stats
                 if st.count[step] == 0:
                     st.first[step] = now
@@ -283,7 +322,7 @@ class Subscriber(WSClient):
                 return
             self.stats.other += 1
             return
-        msg = json.loads(buf[s:e])
+        msg = decode(self.proto, buf[s:e])
         if self.proto == "wamp1":
             if msg[0] == 0:  # WELCOME: subscribe, then a CALL as an in-order barrier
                 for t in self.topics:
@@ -294,7 +333,7 @@ class Subscriber(WSClient):
             return
         if msg[0] == 2:  # WELCOME
             for i, t in enumerate(self.topics):
-                self.send(json.dumps([32, i + 1, {}, t]).encode())
+                send_msg(self, self.proto, [32, i + 1, {}, t])
             self.pending = len(self.topics)
         elif msg[0] == 33:  # SUBSCRIBED
             self.pending -= 1
@@ -395,6 +434,7 @@ class Publisher(WSClient):
 
     def __init__(self, host, port, path, done_fut, proto, realm, topics):
         super().__init__(host, port, path, done_fut)
+        proto = "wamp" if proto == "wampmsgpack" else proto  # publishes in JSON (see the docstring)
         self.proto, self.realm = proto, realm
         self.topics = [t.encode() for t in topics]
         self.req = 0
@@ -431,6 +471,7 @@ class ChurnPublisher(WSClient):
 
     def __init__(self, host, port, path, done_fut, proto, realm, topic: bytes, seq, step, pad):
         super().__init__(host, port, path, done_fut)
+        proto = "wamp" if proto == "wampmsgpack" else proto
         self.proto, self.realm, self.topic = proto, realm, topic
         self.seq, self.step, self.pad = seq, step, pad
         self.subprotocol = SUBPROTOCOLS.get(proto)
@@ -474,12 +515,10 @@ class Sentinel(Subscriber):
     def on_message(self, buf, s, e, now):
         if not self.subscribed:
             return Subscriber.on_message(self, buf, s, e, now)
-        i = buf.rfind(b"[", s, e)
-        p = buf[i + 1:e].split(b",", 3)
-        try:
-            ts = int(p[0]); seq = int(p[1])
-        except (ValueError, IndexError):
+        fields = event_fields(self.proto, buf, s, e)
+        if fields is None:
             return
+        ts, seq, _ = fields
         self.last_seq = seq
         self.last_lat = now - ts
         w = self.waiter

@@ -153,6 +153,9 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         wamp2=config.server.wamp2,
         wamp2Realms=config.server.wamp2_realms or None,
         mayRegister=registration_permission(config.server.wamp2_registrations),
+        # The session meta API shows who is connected: backends only, unless
+        # there are no tickets (an open hub has nothing to hide).
+        mayUseMeta=registration_permission(BACKEND if config.auth else ANYONE),
         reactor=reactor,
     )
     return OroServer(factory, verifier, metrics, router, handlers, watcher)

@@ -68,10 +68,10 @@ class FastScanTests(unittest.TestCase):
         self.wb.mono = lambda: 10**12  # every read at the same instant: latencies compare
         self.assertIsNotNone(self.wb.build_fastscan(), "bench/fastscan.c did not build")
 
-    def run_loop(self, data: bytes, use_c: bool, chunk: int) -> tuple:
+    def run_loop(self, data: bytes, use_c: bool, chunk: int, proto: str = "wamp1") -> tuple:
         wb = self.wb
         stats = wb.SubStats(4)
-        sub = wb.Subscriber("h", 1, "/", _Done(), "wamp1", "", ["t"], stats, True)
+        sub = wb.Subscriber("h", 1, "/", _Done(), proto, "", ["t"], stats, True)
         sub.transport = _Transport()
         sub.open = True
         sub.ready()
@@ -96,6 +96,25 @@ class FastScanTests(unittest.TestCase):
         self.assertEqual(expected[1], 5)  # the five CALLRESULTs
         self.assertEqual(expected[5], 6)  # six pongs written
         self.assertEqual(sum(map(len, expected[2])), 302)  # a latency per event
+
+    def test_msgpack_events_same_counts_as_python(self) -> None:
+        # wamp.2.msgpack subscribers: the server's own MessagePack EVENT frames.
+        from oro_sync.wamp2 import messages as m
+        from oro_sync.wamp2.serializers import MSGPACK
+
+        out = []
+        for seq in range(200):
+            ts = -5 if seq == 7 else 2**40 + seq  # negative fixint, uint64
+            out.append(MSGPACK.frame(m.event(2**52 + seq, 9 + seq * 1000, [ts, seq * 301, seq % 3, "p" * seq], None)))
+            if seq % 60 == 0:
+                out.append(MSGPACK.frame(m.published(1, 2)))  # not an event: "other"
+        data = b"".join(out)
+        for chunk in (len(data), 333, 1):
+            expected = self.run_loop(data, False, chunk, "wampmsgpack")
+            got = self.run_loop(data, True, chunk, "wampmsgpack")
+            self.assertEqual(got, expected, f"chunk {chunk}")
+        self.assertEqual(expected[0], [67, 67, 66, 0])
+        self.assertEqual(expected[1], 4)
 
     def test_masked_server_frame_fails_the_connection(self) -> None:
         wb = self.wb

@@ -33,13 +33,19 @@ ws.onclose = (e) => report({type: "close", code: e.code, reason: e.reason});
 """
 
 WAMP2_PAGE = """
-const connection = new autobahn.Connection({url: %(url)s, realm: "oro", max_retries: 0});
+const options = {url: %(url)s, realm: "oro", max_retries: 0};
+if (%(msgpack)s) {  // Autobahn|JS's own choice when told to use MessagePack
+  options.serializers = [new autobahn.serializer.MsgpackSerializer()];
+}
+const connection = new autobahn.Connection(options);
 connection.onopen = (session, details) => {
   report({type: "joined", session: session.id, authid: details.authid,
           protocol: connection.transport.info.protocol});
   session.subscribe(%(topic)s, (args, kwargs) => report({type: "event", args, kwargs})).then(
     (sub) => report({type: "subscribed", id: sub.id}),
     (e) => report({type: "error", error: e.error}));
+  session.call("wamp.session.count").then(
+    (n) => report({type: "count", n}), (e) => report({type: "count", error: e.error}));
 };
 connection.onclose = (reason) => { report({type: "closed", reason}); return true; };
 connection.open();
@@ -79,12 +85,25 @@ class BrowserTests(unittest.TestCase):
         self.assertFalse(any(r["type"] == "open" for r in page.items))
         self.assertEqual(self.server.factory.hub.sessions, {})
 
-    @defer.inlineCallbacks
     def test_wamp2_autobahn_js_in_chromium(self) -> Any:
-        page = open_page(self, WAMP2_PAGE % {"url": self.ws_url("admin"), "topic": '"oro/maintenance"'})
+        return self._wamp2_in_chromium(msgpack=False)
+
+    def test_wamp2_msgpack_in_chromium(self) -> Any:
+        return self._wamp2_in_chromium(msgpack=True)
+
+    @defer.inlineCallbacks
+    def _wamp2_in_chromium(self, msgpack: bool) -> Any:
+        page = open_page(self, WAMP2_PAGE % {"url": self.ws_url("admin"), "topic": '"oro/maintenance"',
+                                             "msgpack": json.dumps(msgpack)})
         joined = yield page.wait_for(lambda r: r["type"] == "joined", "joining the realm")
-        self.assertEqual((joined["authid"], joined["protocol"]), ("admin", "wamp.2.json"))
+        self.assertEqual((joined["authid"], joined["protocol"]),
+                         ("admin", "wamp.2.msgpack" if msgpack else "wamp.2.json"))
+        session = self.server.factory.hub.sessions[str(joined["session"])]
+        self.assertEqual(session.serializer.binary, msgpack)
         yield page.wait_for(lambda r: r["type"] == "subscribed", "SUBSCRIBED")
+        # A user in a browser may not look at who else is connected.
+        count = yield page.wait_for(lambda r: r["type"] == "count", "the meta call's answer")
+        self.assertEqual(count.get("error"), "wamp.error.not_authorized")
         backend = yield self.server.client(self)
         backend.publish("oro/maintenance", {"isOn": False, "userId": None}, [], [])
         event = yield page.wait_for(lambda r: r["type"] == "event", "the EVENT")

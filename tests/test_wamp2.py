@@ -14,7 +14,7 @@ from oro_sync.core.payload import Payload, from_v2, to_v2
 from oro_sync.core.hub import Hub
 from oro_sync.wamp1.pubsub import AutobahnPubSub, PubSubRegistry
 from tests.support import wamp2
-from tests.support.client import ConnectionClosed, connect
+from tests.support.client import ConnectionClosed, HandshakeFailed, connect
 from tests.support.oro_server import start_oro_server
 from tests.test_wamp1_server import PING, TOPIC, ServerTestCase
 
@@ -166,11 +166,13 @@ class Wamp2Tests(ServerTestCase):
 
     @defer.inlineCallbacks
     def test_autobahn_default_serializers(self) -> Any:
-        # A client offering every serializer it has still gets JSON.
+        # A client offering every serializer it has gets its first choice.
         s = yield self.join(serializers="default")
         offered = s._transport.factory.protocols
         self.assertGreater(len(offered), 1, offered)
-        self.assertEqual(s._transport.websocket_protocol_in_use, "wamp.2.json")
+        spoken = [p for p in offered if p in ("wamp.2.json", "wamp.2.msgpack", "wamp.2.cbor")]
+        self.assertEqual(s._transport.websocket_protocol_in_use, spoken[0])
+        self.assertNotEqual(spoken[0], "wamp.2.json")
         self.assertEqual((yield s.call(PING)), "pong")
 
     @defer.inlineCallbacks
@@ -331,9 +333,14 @@ class Wamp2ConfigTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_wamp2_can_be_switched_off(self) -> Any:
         server = start_oro_server(self, lambda c: setattr(c.server, "wamp2", False))
-        c = yield connect(server.number, protocols=["wamp.2.json"], path=server.path())
+        # Offering only v2 is refused (HTTP 400 naming "wamp"), not served as v1.
+        with self.assertRaises(HandshakeFailed) as caught:
+            yield connect(server.number, protocols=["wamp.2.json"], path=server.path())
+        self.assertIn('[400]', str(caught.exception))
+        self.assertIn('"wamp"', str(caught.exception))
+        c = yield connect(server.number, protocols=["wamp.2.json", "wamp"], path=server.path())
         self.addCleanup(c.abort)
-        self.assertIsNone(c.subprotocol)  # served as WAMP v1 (lenient), not as v2
+        self.assertEqual(c.subprotocol, "wamp")
         self.assertEqual(c.welcome[0], 0)
 
     @defer.inlineCallbacks

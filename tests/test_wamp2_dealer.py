@@ -214,5 +214,61 @@ class DealerReentryTests(unittest.TestCase):
         self.assertEqual(dealer.in_flight, 0)
         self.assertEqual((caller.calls, other.calls, callee.invocations), ({}, {}, {}))
         self.assertEqual(len(other.sent), 1)
-        self.assertIn('"wamp.error.canceled"', other.sent[0])
+        self.assertIn("wamp.error.canceled", other.sent[0])
         self.assertEqual(dealer.registrations, {})
+
+
+class DealerOptionsTests(unittest.TestCase):
+    """Call timeout and progressive results, on a task.Clock (no socket)."""
+
+    PROC = "com.example.p"
+
+    def setUp(self) -> None:
+        from twisted.internet import task
+        ids = iter(range(1, 1000))
+        self.clock = task.Clock()
+        self.dealer = Dealer(lambda: next(ids), self.clock)
+        self.callee, self.caller = _Session(self.dealer, "201"), _Session(self.dealer, "202")
+        self.dealer.register(self.callee, m.Register(1, {}, self.PROC))
+
+    def test_timeout_cancels_the_caller_and_interrupts_the_callee(self) -> None:
+        self.dealer.call(self.caller, m.Call(5, {"timeout": 1500}, self.PROC, [], None))
+        inv_id = self.callee.sent[0][1]
+        self.assertEqual(self.callee.sent[0][3], {"timeout": 1500})
+        self.clock.advance(1.4)
+        self.assertEqual(self.caller.sent, [])
+        self.clock.advance(0.2)
+        self.assertEqual(self.callee.sent[1], m.interrupt(inv_id))
+        self.assertEqual(self.caller.sent, [m.error(m.CALL, 5, "wamp.error.canceled", ["call timed out"])])
+        self.dealer.yielded(self.callee, m.Yield(inv_id, {}, ["late"], None))  # ignored
+        self.assertEqual(len(self.caller.sent), 1)
+        self.assertEqual(self.dealer.in_flight, 0)
+
+    def test_an_answer_in_time_stops_the_timer(self) -> None:
+        self.dealer.call(self.caller, m.Call(5, {"timeout": 1000}, self.PROC, [], None))
+        self.dealer.yielded(self.callee, m.Yield(self.callee.sent[0][1], {}, ["ok"], None))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.caller.sent, [m.result(5, ["ok"], None)])
+
+    def test_progressive_results(self) -> None:
+        self.dealer.call(self.caller, m.Call(5, {"receive_progress": True}, self.PROC, [], None))
+        inv = self.callee.sent[0]
+        self.assertEqual(inv[3], {"receive_progress": True})
+        for i in range(3):
+            self.dealer.yielded(self.callee, m.Yield(inv[1], {"progress": True}, [i], None))
+        self.dealer.yielded(self.callee, m.Yield(inv[1], {}, ["done"], None))
+        self.assertEqual(self.caller.sent, [m.progress(5, [0], None), m.progress(5, [1], None),
+                                            m.progress(5, [2], None), m.result(5, ["done"], None)])
+        # Without receive_progress, progressive yields are dropped.
+        self.dealer.call(self.caller, m.Call(6, {}, self.PROC, [], None))
+        inv = self.callee.sent[1]
+        self.dealer.yielded(self.callee, m.Yield(inv[1], {"progress": True}, [0], None))
+        self.dealer.yielded(self.callee, m.Yield(inv[1], {}, ["end"], None))
+        self.assertEqual(self.caller.sent[4:], [m.result(6, ["end"], None)])
+
+    def test_bad_options_are_refused(self) -> None:
+        for options in ({"timeout": "1"}, {"timeout": -1}, {"receive_progress": 1}, {"disclose_me": "yes"}):
+            self.caller.sent.clear()
+            self.dealer.call(self.caller, m.Call(9, options, self.PROC, [], None))
+            self.assertEqual(self.caller.sent[0][4], "wamp.error.invalid_argument", options)
+        self.assertEqual(self.dealer.in_flight, 0)

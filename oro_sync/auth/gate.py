@@ -40,15 +40,36 @@ class TicketAuthenticator:
         self.require_ticket = require_ticket
         self.refused = 0
 
-    def authenticate(self, request: Any, session_id: str) -> Any:
+    def authenticate(self, request: Any, session_id: str, in_band: bool = False) -> Any:
+        """The identity of the URL ticket (a Deferred), or the anonymous one
+        when none is required.  ``in_band``: the connection speaks WAMP v2,
+        whose HELLO can carry the ticket (WAMP-Ticket), so a missing one is
+        not refused here but answered None: the session must authenticate."""
         tickets = request.params.get("ticket")
         if not tickets or not tickets[0]:
             if self.require_ticket:
+                if in_band:
+                    return None
                 self._refuse(request, "no ticket")
             return Identity.anonymous_for(session_id)
         d = maybeDeferred(self.verifier.verify_identity, tickets[0], session_id)
         d.addErrback(self._failed, request)
         return d
+
+    def verify_in_band(self, ticket: str, session_id: str) -> Any:
+        """WAMP-Ticket's AUTHENTICATE: the same verifier (digest workers,
+        cache, one-time tickets, user lookup) as a URL ticket.  Fires with the
+        Identity, or with the refusal reason (a str, for the session's one log
+        line); fails only when authentication is unavailable."""
+        d = maybeDeferred(self.verifier.verify_identity, ticket, session_id)
+
+        def refused(failure: Any) -> Any:
+            if failure.check(TicketError):
+                self.refused += 1
+                return failure.value.reason
+            return failure
+
+        return d.addErrback(refused)
 
     def _failed(self, failure: Any, request: Any) -> None:
         if failure.check(TicketError):

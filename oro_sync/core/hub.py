@@ -7,6 +7,7 @@ from typing import Any, Callable
 from oro_sync.core.broker import IBroker, LocalBroker
 from oro_sync.core.outbox import Outbox, WriterFactory
 from oro_sync.core.policy import SubscriptionDenied
+from oro_sync.core.presence import LocalPresence
 from oro_sync.core.publish import Publication
 from oro_sync.core.topic import SubscriptionLimitExceeded, Topic, TopicRegistry
 from oro_sync.logs import Logger, clip
@@ -22,13 +23,16 @@ class Hub:
         delivers to the registry's topics; topics publish through it);
         :class:`LocalBroker` by default.
     :param writer: the outbox's writer factory (see :mod:`oro_sync.core.outbox`).
+    :param presence: makes the :class:`~oro_sync.core.presence.IPresence`
+        from the hub (:class:`LocalPresence`, this node only, by default).
     """
 
     log = Logger()
 
     def __init__(self, broker: Callable[[TopicRegistry], IBroker] | None = None,
                  max_subscriptions: int = 0, clock: Any = None,
-                 writer: WriterFactory | None = None, metrics: Any = None):
+                 writer: WriterFactory | None = None, metrics: Any = None,
+                 presence: Callable[["Hub"], Any] | None = None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.sessions: dict[str, Any] = {}
@@ -38,6 +42,8 @@ class Hub:
         self.broker: IBroker = (broker(self.topics) if broker is not None
                                 else LocalBroker(self.topics, metrics))
         self.topics.broker = self.broker
+        #: Who is connected and subscribed where (oro_sync.core.presence).
+        self.presence = presence(self) if presence is not None else LocalPresence(self)
 
     def attach(self, session: Any) -> None:
         self.sessions[session.session_id] = session

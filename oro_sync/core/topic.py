@@ -81,11 +81,17 @@ class Topic:
                 eligible: Collection[str] | None = None, publication_id: int = 0) -> int:
         """Write ``event`` to this node's receivers; return how many got it.
 
+        An encoder returns None for an event its wire format cannot carry
+        (a MessagePack subscriber and an integer beyond 64 bits): that group
+        is skipped, the others still get the event.
+
         ``publication_id`` 0 lets each front end's encoder pick a new one
         (node-local events such as the keep-alive ping)."""
         count = 0
         for encode, members in list(self._groups.items()):
             data = encode(self, event, publication_id)
+            if data is None:  # this front end cannot carry the event (its encoder said why)
+                continue
             if eligible is None:
                 if not exclude or not any(sid in members for sid in exclude):
                     targets = list(members.values())  # a snapshot: a send may unsubscribe

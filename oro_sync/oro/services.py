@@ -136,4 +136,6 @@ def default_references(reactor: Any, hub: Any) -> dict[str, Callable[[str], Any]
         "clock": lambda _: reactor,
         "broker": lambda _: hub.broker,
         "hub": lambda _: hub,
+        # Who is connected / subscribed (Gos's ClientManipulator): oro_sync.core.presence.
+        "presence": lambda _: hub.presence,
     }

@@ -3,7 +3,9 @@
 The basic profile's dealer: one callee per procedure URI (``match: exact``,
 no shared registrations), CALL → INVOCATION → YIELD / ERROR → RESULT /
 ERROR, and CANCEL → ERROR ``wamp.error.canceled`` to the caller and
-INTERRUPT to the callee.  Server procedures (the 0.8-style RPC API) take
+INTERRUPT to the callee; the same for a call whose ``timeout`` option (in
+milliseconds) runs out.  A caller asking ``receive_progress`` gets each
+YIELD ``progress: true`` of the callee as a progressive RESULT.  Server procedures (the 0.8-style RPC API) take
 precedence: a client cannot register a URI the server serves, nor one under
 the reserved ``wamp.`` prefix.
 
@@ -11,7 +13,8 @@ Who may register is the router's ``may_register`` rule (injected by the
 server: by default only backends, as only backends may publish to Oro's
 routed topics); any session may call.  A callee that is a backend learns who called (caller
 session id, authid and authrole in the INVOCATION details); other callees
-do not, so users cannot see each other.
+do not, so users cannot see each other -- except that a backend caller's
+``disclose_me`` is honoured (a user's is not).
 
 Bounded: a session holds at most :data:`MAX_REGISTRATIONS` registrations of
 URIs of at most :data:`MAX_URI_CHARS` characters and has at most
@@ -32,15 +35,33 @@ MAX_REGISTRATIONS = 100
 MAX_URI_CHARS = 512
 
 ERROR_PROCEDURE_EXISTS = "wamp.error.procedure_already_exists"
-ERROR_CANCELED = "wamp.error.canceled"
+ERROR_CANCELED = m.ERROR_CANCELED
 ERROR_TOO_MANY_CALLS = "oro_sync.error.too_many_calls"
 ERROR_TOO_MANY_REGISTRATIONS = "oro_sync.error.too_many_registrations"
 
-class _Invocation:
-    __slots__ = ("id", "caller", "request_id", "callee")
 
-    def __init__(self, id: int, caller: Any, request_id: int, callee: Any):
+class _Invocation:
+    __slots__ = ("id", "caller", "request_id", "callee", "progress", "timer")
+
+    def __init__(self, id: int, caller: Any, request_id: int, callee: Any, progress: bool = False):
         self.id, self.caller, self.request_id, self.callee = id, caller, request_id, callee
+        self.progress = progress
+        self.timer: Any = None
+
+
+def call_options(msg: m.Call) -> tuple[float, bool, bool] | str:
+    """(timeout in seconds or 0, receive_progress, disclose_me), or why the options are bad."""
+    options = msg.options
+    timeout = options.get("timeout", 0)
+    if type(timeout) not in (int, float) or not 0 <= timeout < 2 ** 31:
+        return "option timeout must be a number of milliseconds"
+    flags = []
+    for key in ("receive_progress", "disclose_me"):
+        value = options.get(key, False)
+        if not isinstance(value, bool):
+            return f"option {key} must be a bool"
+        flags.append(value)
+    return timeout / 1000.0, flags[0], flags[1]
 
 
 class Dealer:
@@ -51,8 +72,10 @@ class Dealer:
     (invocation id -> invocation, as callee).
     """
 
-    def __init__(self, new_id: Any):
+    def __init__(self, new_id: Any, clock: Any = None):
         self._new_id = new_id
+        #: For call timeouts (None: the reactor, looked up when first needed).
+        self._clock = clock
         #: procedure URI -> (registration id, callee session)
         self.registrations: dict[str, tuple[int, Any]] = {}
         self._uris: dict[int, str] = {}
@@ -61,7 +84,7 @@ class Dealer:
 
     # -- callees ------------------------------------------------------------------
 
-    def register(self, callee: Any, msg: m.Register) -> str:
+    def register(self, callee: Any, msg: m.Register) -> list:
         uri = msg.procedure
         if uri.startswith("wamp."):
             return m.error(m.REGISTER, msg.request_id, m.ERROR_INVALID_URI, ["wamp.* URIs are reserved"])
@@ -79,13 +102,18 @@ class Dealer:
         callee.registrations.add(reg)
         return m.registered(msg.request_id, reg)
 
-    def unregister(self, callee: Any, msg: m.Unregister) -> str:
+    def unregister(self, callee: Any, msg: m.Unregister) -> list:
         if msg.registration not in callee.registrations:
             return m.error(m.UNREGISTER, msg.request_id, m.ERROR_NO_SUCH_REGISTRATION)
         self._drop_registration(callee, msg.registration)
         return m.unregistered(msg.request_id)
 
     def yielded(self, callee: Any, msg: m.Yield) -> None:
+        if msg.options.get("progress") is True:
+            inv = callee.invocations.get(msg.request_id)
+            if inv is not None and inv.progress:  # dropped for a caller that did not ask
+                inv.caller.send(m.progress(inv.request_id, msg.args, msg.kwargs))
+            return
         inv = self._finish(callee.invocations.get(msg.request_id))
         if inv is not None:
             inv.caller.send(m.result(inv.request_id, msg.args, msg.kwargs))
@@ -103,21 +131,46 @@ class Dealer:
         if entry is None:
             return False
         reg, callee = entry
+        options = call_options(msg)
+        if isinstance(options, str):
+            caller.send(m.error(m.CALL, msg.request_id, m.ERROR_INVALID_ARGUMENT, [options]))
+            return True
+        timeout, receive_progress, disclose_me = options
         if len(caller.calls) >= MAX_PENDING_CALLS or msg.request_id in caller.calls:
             caller.send(m.error(m.CALL, msg.request_id, ERROR_TOO_MANY_CALLS,
                                 [f"at most {MAX_PENDING_CALLS} calls in flight per session, with distinct ids"]))
             return True
-        inv = _Invocation(self._new_id(), caller, msg.request_id, callee)
+        inv = _Invocation(self._new_id(), caller, msg.request_id, callee, receive_progress)
         caller.calls[msg.request_id] = inv
         callee.invocations[inv.id] = inv
         self.in_flight += 1
-        details = None
-        if getattr(callee.identity, "backend", False):  # a trusted callee learns who called
+        details: dict = {}
+        # A trusted callee learns who called; a backend caller may disclose
+        # itself to anyone; users are never shown to users.
+        if getattr(callee.identity, "backend", False) or (
+                disclose_me and getattr(caller.identity, "backend", False)):
             identity = caller.identity
             details = {"caller": int(caller.session_id), "caller_authid": identity.username,
                        "caller_authrole": "anonymous" if identity.anonymous else "user"}
-        callee.send(m.invocation(inv.id, reg, msg.args, msg.kwargs, details))
+        if receive_progress:
+            details["receive_progress"] = True
+        if timeout:
+            details["timeout"] = msg.options["timeout"]
+            inv.timer = self._clock_now().callLater(timeout, self._timed_out, inv)
+        callee.send(m.invocation(inv.id, reg, msg.args, msg.kwargs, details or None))
         return True
+
+    def _clock_now(self) -> Any:
+        if self._clock is None:
+            from twisted.internet import reactor
+            self._clock = reactor
+        return self._clock
+
+    def _timed_out(self, inv: _Invocation) -> None:
+        inv.timer = None
+        if self._finish(inv) is not None:
+            inv.callee.send(m.interrupt(inv.id))
+            inv.caller.send(m.error(m.CALL, inv.request_id, ERROR_CANCELED, ["call timed out"]))
 
     def cancel(self, caller: Any, msg: m.Cancel) -> None:
         inv = self._finish(caller.calls.get(msg.request_id))
@@ -146,6 +199,10 @@ class Dealer:
             return None
         del inv.caller.calls[inv.request_id]
         inv.callee.invocations.pop(inv.id, None)
+        if inv.timer is not None:
+            if inv.timer.active():
+                inv.timer.cancel()
+            inv.timer = None
         self.in_flight -= 1
         return inv
 

@@ -1,8 +1,10 @@
-"""WAMP v2 messages the router sends (JSON serializer), as ready-to-send text.
+"""WAMP v2 messages the router sends, as lists for the session's serializer.
 
 The other half of :mod:`oro_sync.wamp2.messages`, which parses what clients
 send: encoding needs no validation (the router builds these from values it
-already checked), so it is kept apart from the parser.  Empty ``Arguments``
+already checked), so it is kept apart from the parser.  Each returns the
+message as a list; the session's serializer (:mod:`oro_sync.wamp2.serializers`)
+turns it into JSON, MessagePack or CBOR.  Empty ``Arguments``
 and ``ArgumentsKw`` are left out, as the specification allows.  The session,
 broker and dealer reach these through ``messages`` (``m.event(...)``), which
 re-exports them.
@@ -10,15 +12,14 @@ re-exports them.
 
 from __future__ import annotations
 
-from oro_sync.wamp.codec import encode_json
 from oro_sync.wamp2.codes import (
-    ABORT, ERROR, EVENT, GOODBYE, INTERRUPT, INVOCATION, PUBLISHED, REGISTERED, RESULT, SUBSCRIBED,
+    ABORT, CHALLENGE, ERROR, EVENT, GOODBYE, INTERRUPT, INVOCATION, PUBLISHED, REGISTERED, RESULT, SUBSCRIBED,
     UNREGISTERED, UNSUBSCRIBED, WELCOME,
 )
 
 __all__ = [
-    "abort", "error", "event", "goodbye", "interrupt", "invocation", "published", "registered",
-    "result", "subscribed", "unregistered", "unsubscribed", "welcome",
+    "abort", "challenge", "error", "event", "goodbye", "interrupt", "invocation", "progress",
+    "published", "registered", "result", "subscribed", "unregistered", "unsubscribed", "welcome",
 ]
 
 
@@ -33,57 +34,66 @@ def _with_payload(msg: list, args: list | None, kwargs: dict | None) -> list:
     return msg
 
 
-def welcome(session_id: int, details: dict) -> str:
-    return encode_json([WELCOME, session_id, details])
+def welcome(session_id: int, details: dict) -> list:
+    return [WELCOME, session_id, details]
 
 
-def abort(reason: str, message: str | None = None) -> str:
-    return encode_json([ABORT, {"message": message} if message else {}, reason])
+def abort(reason: str, message: str | None = None) -> list:
+    return [ABORT, {"message": message} if message else {}, reason]
 
 
-def goodbye(reason: str, message: str | None = None) -> str:
-    return encode_json([GOODBYE, {"message": message} if message else {}, reason])
+def goodbye(reason: str, message: str | None = None) -> list:
+    return [GOODBYE, {"message": message} if message else {}, reason]
 
 
 def error(request_type: int, request_id: int, error_uri: str, args: list | None = None,
-          kwargs: dict | None = None) -> str:
-    return encode_json(_with_payload([ERROR, request_type, request_id, {}, error_uri], args, kwargs))
+          kwargs: dict | None = None) -> list:
+    return _with_payload([ERROR, request_type, request_id, {}, error_uri], args, kwargs)
 
 
-def published(request_id: int, publication: int) -> str:
-    return encode_json([PUBLISHED, request_id, publication])
+def published(request_id: int, publication: int) -> list:
+    return [PUBLISHED, request_id, publication]
 
 
-def subscribed(request_id: int, subscription: int) -> str:
-    return encode_json([SUBSCRIBED, request_id, subscription])
+def subscribed(request_id: int, subscription: int) -> list:
+    return [SUBSCRIBED, request_id, subscription]
 
 
-def unsubscribed(request_id: int) -> str:
-    return encode_json([UNSUBSCRIBED, request_id])
+def unsubscribed(request_id: int) -> list:
+    return [UNSUBSCRIBED, request_id]
 
 
 def event(subscription: int, publication: int, args: list | None, kwargs: dict | None,
-          details: dict | None = None) -> str:
-    return encode_json(_with_payload([EVENT, subscription, publication, details or {}], args, kwargs))
+          details: dict | None = None) -> list:
+    return _with_payload([EVENT, subscription, publication, details or {}], args, kwargs)
 
 
-def result(request_id: int, args: list | None, kwargs: dict | None) -> str:
-    return encode_json(_with_payload([RESULT, request_id, {}], args, kwargs))
+def result(request_id: int, args: list | None, kwargs: dict | None) -> list:
+    return _with_payload([RESULT, request_id, {}], args, kwargs)
 
 
-def registered(request_id: int, registration: int) -> str:
-    return encode_json([REGISTERED, request_id, registration])
+def registered(request_id: int, registration: int) -> list:
+    return [REGISTERED, request_id, registration]
 
 
-def unregistered(request_id: int) -> str:
-    return encode_json([UNREGISTERED, request_id])
+def unregistered(request_id: int) -> list:
+    return [UNREGISTERED, request_id]
 
 
 def invocation(request_id: int, registration: int, args: list | None, kwargs: dict | None,
-               details: dict | None = None) -> str:
-    return encode_json(_with_payload([INVOCATION, request_id, registration, details or {}], args, kwargs))
+               details: dict | None = None) -> list:
+    return _with_payload([INVOCATION, request_id, registration, details or {}], args, kwargs)
 
 
-def interrupt(request_id: int) -> str:
-    return encode_json([INTERRUPT, request_id, {}])
+def interrupt(request_id: int) -> list:
+    return [INTERRUPT, request_id, {}]
 
+
+
+def challenge(authmethod: str, extra: dict | None = None) -> list:
+    return [CHALLENGE, authmethod, extra or {}]
+
+
+def progress(request_id: int, args: list | None, kwargs: dict | None) -> list:
+    """A progressive RESULT (the callee yielded with ``progress: true``)."""
+    return _with_payload([RESULT, request_id, {"progress": True}], args, kwargs)

@@ -1,11 +1,13 @@
-"""WAMP v2 messages (JSON serializer): parsing and validation, with no I/O.
+"""WAMP v2 messages: parsing and validation, with no I/O.
 
 The router side of the WAMP v2 basic profile: what a client may send is
 turned into one of the message classes below, or into a :class:`ProtocolError`
 (the session is then aborted with ``wamp.error.protocol_violation``), or an
 :class:`InvalidRequest` when the request id is known and the answer is an
 ERROR for that request only.  JSON is decoded as strictly as for WAMP v1 (no
-NaN, no infinities), so whatever is accepted can be sent on.
+NaN, no infinities), so whatever is accepted can be sent on; MessagePack and
+CBOR messages are decoded by :mod:`oro_sync.wamp2.serializers` and
+validated here by :func:`parse_value`.
 
 This module is the one entry point of the v2 grammar: the session, broker
 and dealer use ``from oro_sync.wamp2 import messages as m`` and find here
@@ -22,7 +24,7 @@ from oro_sync.wamp.codec import JsonError, encode_json
 from oro_sync.wamp.codec import decode_json as _decode_json
 from oro_sync.wamp2 import codes, encode
 from oro_sync.wamp2.codes import (  # noqa: F401 (re-exported, see above)
-    ABORT, CALL, CANCEL, CLOSE_GOODBYE_AND_OUT, CLOSE_NORMAL, CLOSE_SYSTEM_SHUTDOWN, ERROR,
+    ABORT, AUTHENTICATE, CALL, CANCEL, CHALLENGE, ERROR_CANCELED, ERROR_NO_AUTH_METHOD, CLOSE_GOODBYE_AND_OUT, CLOSE_NORMAL, CLOSE_SYSTEM_SHUTDOWN, ERROR,
     ERROR_INVALID_ARGUMENT, ERROR_INVALID_URI, ERROR_NO_SUCH_PROCEDURE, ERROR_NO_SUCH_REALM,
     ERROR_NO_SUCH_REGISTRATION, ERROR_NO_SUCH_SUBSCRIPTION, ERROR_NOT_AUTHORIZED,
     ERROR_PROTOCOL_VIOLATION, ERROR_RUNTIME, EVENT, GOODBYE, HELLO, INTERRUPT, INVOCATION, MAX_ID,
@@ -30,15 +32,15 @@ from oro_sync.wamp2.codes import (  # noqa: F401 (re-exported, see above)
     UNREGISTERED, UNSUBSCRIBE, UNSUBSCRIBED, WELCOME, YIELD,
 )
 from oro_sync.wamp2.encode import (  # noqa: F401 (re-exported, see above)
-    abort, error, event, goodbye, interrupt, invocation, published, registered, result, subscribed,
+    abort, challenge, error, event, goodbye, interrupt, invocation, progress, published, registered, result, subscribed,
     unregistered, unsubscribed, welcome,
 )
 
-__all__ = ["encode_json", "parse_message", "ProtocolError", "InvalidRequest", "valid_uri",
+__all__ = ["encode_json", "parse_message", "parse_value", "ProtocolError", "InvalidRequest", "valid_uri",
            *codes.__all__, *encode.__all__]
 
 _ROLES = ("publisher", "subscriber", "caller", "callee")
-_SERVER_TO_CLIENT = {INTERRUPT: "INTERRUPT", WELCOME: "WELCOME", PUBLISHED: "PUBLISHED", SUBSCRIBED: "SUBSCRIBED",
+_SERVER_TO_CLIENT = {CHALLENGE: "CHALLENGE", INTERRUPT: "INTERRUPT", WELCOME: "WELCOME", PUBLISHED: "PUBLISHED", SUBSCRIBED: "SUBSCRIBED",
                      UNSUBSCRIBED: "UNSUBSCRIBED", EVENT: "EVENT", RESULT: "RESULT",
                      REGISTERED: "REGISTERED", UNREGISTERED: "UNREGISTERED", INVOCATION: "INVOCATION"}
 
@@ -67,6 +69,14 @@ class InvalidRequest(Exception):
 class Hello:
     realm: str
     details: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """The client's answer to CHALLENGE (WAMP-Ticket: the ticket itself)."""
+
+    signature: str
+    extra: dict
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +165,7 @@ class Yield:
     kwargs: dict | None = None
 
 
-Message = Union[Hello, Abort, Goodbye, Error, Publish, Subscribe, Unsubscribe, Call, Cancel, Register,
+Message = Union[Hello, Authenticate, Abort, Goodbye, Error, Publish, Subscribe, Unsubscribe, Call, Cancel, Register,
                 Unregister, Yield]
 
 
@@ -251,9 +261,13 @@ def _bool_option(r: _Reader, options: dict, key: str, default: bool) -> bool:
 
 def parse_message(payload: bytes | str) -> Message:
     """Parse and validate one client-to-router WAMP v2 message (JSON)."""
-    msg = decode_json(payload)
+    return parse_value(decode_json(payload))
+
+
+def parse_value(msg: Any) -> Message:
+    """Validate one decoded client-to-router message (any serializer)."""
     if not isinstance(msg, list) or not msg:
-        raise ProtocolError("a WAMP message must be a non-empty JSON array")
+        raise ProtocolError("a WAMP message must be a non-empty array")
     kind = msg[0]
     if not isinstance(kind, int) or isinstance(kind, bool):
         raise ProtocolError("a WAMP message must start with an integer type id")
@@ -329,6 +343,12 @@ def parse_message(payload: bytes | str) -> Message:
         if not isinstance(roles, dict) or not any(role in roles for role in _ROLES):
             raise ProtocolError("HELLO Details.roles must name at least one client role")
         return Hello(realm, details)
+    if kind == AUTHENTICATE:
+        r = _Reader(msg, "AUTHENTICATE", kind)
+        r.length(3, 3)
+        if not isinstance(msg[1], str):
+            raise ProtocolError("AUTHENTICATE Signature must be a string")
+        return Authenticate(msg[1], r.dict(2, "Extra"))
     if kind == GOODBYE or kind == ABORT:
         name = "GOODBYE" if kind == GOODBYE else "ABORT"
         r = _Reader(msg, name, kind)

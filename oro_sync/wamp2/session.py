@@ -11,7 +11,12 @@ What is v2's own:
 
 - the session opens with HELLO (any realm unless the server names some;
   there is one router, so a realm does not separate topics) and the identity
-  comes from the WebSocket handshake (the Oro ticket), as for v1;
+  comes from the WebSocket handshake (the Oro ticket), as for v1, or from
+  WAMP-Ticket: HELLO ``authmethods: ["ticket"]`` → CHALLENGE → AUTHENTICATE
+  with the ticket, checked by the ``authenticator`` the connection gives
+  (this package knows nothing of tickets);
+- messages are JSON, MessagePack or CBOR (:mod:`oro_sync.wamp2.serializers`),
+  by the negotiated subprotocol;
 - SUBSCRIBE is answered with SUBSCRIBED, or with ERROR
   ``wamp.error.not_authorized`` when the policy refuses it
   (:class:`~oro_sync.core.policy.SubscriptionDenied`); only ``match: exact``;
@@ -19,14 +24,17 @@ What is v2's own:
   ``eligible`` options, and ``acknowledge`` gets PUBLISHED (with the
   publication id every EVENT of it carries), or ERROR when refused;
 - CALL reaches the server's procedures (the 0.8-style RPC API) or a client's
-  registration (:mod:`oro_sync.wamp2.dealer`).
+  registration (:mod:`oro_sync.wamp2.dealer`), with ``timeout`` and
+  progressive results; ``wamp.*`` procedures and topics are the session
+  meta API (:mod:`oro_sync.wamp2.meta`), for the sessions the router's
+  ``may_use_meta`` admits.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import TimeoutError, maybeDeferred
 from zope.interface import implementer
 
 from oro_sync.core.payload import from_v2
@@ -37,8 +45,11 @@ from oro_sync.logs import Logger, clip
 from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, own_procedure
 from oro_sync.wamp.rpc import ERROR_INTERNAL, error_triple
 from oro_sync.wamp2 import messages as m
-from oro_sync.wamp2.dealer import ERROR_PROCEDURE_EXISTS
+from oro_sync.wamp2.dealer import ERROR_PROCEDURE_EXISTS, call_options
+from oro_sync.wamp2.meta import EVENTS as META_EVENTS, MetaError, is_meta
+from oro_sync.wamp2.opening import OpeningMixin
 from oro_sync.wamp2.router import Wamp2Router
+from oro_sync.wamp2.serializers import JSON, SerializationError, Serializer
 
 #: The subprotocol of WAMP v2 with the JSON serializer.
 SUBPROTOCOL = "wamp.2.json"
@@ -52,19 +63,33 @@ def _new_session_id() -> str:
 
 
 @implementer(ISession, IWampSession)
-class Wamp2Session(SessionBase):
+class Wamp2Session(OpeningMixin, SessionBase):
     """One client's WAMP v2 session (the core's ISession of that client)."""
 
     _log = Logger()
     protocol = SUBPROTOCOL
-    ready_timeout_reason = "no HELLO"
+    #: The connection may let it through the upgrade without a URL ticket.
+    in_band_auth = True
     new_session_id = staticmethod(_new_session_id)
 
     def __init__(self, conn: Any, services: SessionServices, router: Wamp2Router,
-                 session_id: str, identity: Any):
+                 session_id: str, identity: Any, serializer: Serializer = JSON,
+                 authenticator: Any = None, authenticated: bool = True):
+        """``authenticator(ticket, session_id)`` returns a Deferred that fires
+        with the identity, or with a str (the refusal reason, for the log);
+        None when the server checks no tickets.  ``authenticated`` False: the
+        handshake carried no ticket and one is required, so HELLO must
+        authenticate with WAMP-Ticket."""
         super().__init__(conn, services, session_id, identity)
         self.router = router
-        self.encoder = router.encoder
+        self.serializer = serializer
+        if serializer is not JSON:  # the class says wamp.2.json (fewer per-session attributes)
+            self.protocol = serializer.subprotocol
+        self.encoder = router.encoders[serializer.subprotocol]
+        self.authenticator = authenticator
+        self.authenticated = authenticated
+        # _pending_hello (the HELLO waiting for AUTHENTICATE) and _verifying
+        # stay the mixin's class defaults until WAMP-Ticket is used.
         self.established = False
         self.realm = ""
         #: subscription id -> topic URI, for this session's UNSUBSCRIBE.
@@ -81,12 +106,21 @@ class Wamp2Session(SessionBase):
     def open(self) -> None:
         """Wait for HELLO (the connection closes if it does not come in time)."""
 
+    @property
+    def ready_timeout_reason(self) -> str:
+        return "no AUTHENTICATE" if self._pending_hello is not None else "no HELLO"
+
     def receive(self, payload: bytes, is_binary: bool) -> None:
-        if is_binary:
-            self.abort("binary messages are not wamp.2.json", 1003)
+        serializer = self.serializer
+        if is_binary != serializer.binary:
+            self.abort(f"{'binary' if is_binary else 'text'} messages are not {serializer.subprotocol}",
+                       1003)
             return
         try:
-            msg = m.parse_message(payload)
+            msg = m.parse_value(serializer.decode(payload))
+        except SerializationError as e:
+            self.abort(e.reason)
+            return
         except m.ProtocolError as e:
             self.abort(e.reason)
             return
@@ -99,12 +133,15 @@ class Wamp2Session(SessionBase):
             return
         kind = type(msg)
         if not self.established:
-            if kind is m.Hello:
+            if kind is m.Hello and self._pending_hello is None:
                 self.hello(msg)
+            elif kind is m.Authenticate and self._pending_hello is not None and not self._verifying:
+                self.authenticate(msg)
             elif kind is m.Abort:
                 self.conn.close(1000, "aborted by the client")
             else:
-                self.abort(f"{kind.__name__.upper()} before HELLO")
+                when = "before WELCOME" if self._pending_hello is not None else "before HELLO"
+                self.abort(f"{kind.__name__.upper()} {when}")
             return
         if kind is m.Publish:
             self.publish(msg)
@@ -132,35 +169,13 @@ class Wamp2Session(SessionBase):
         else:  # HELLO
             self.abort("HELLO in an established session")
 
-    def hello(self, msg: m.Hello) -> None:
-        realms = self.router.realms
-        if realms is not None and msg.realm not in realms:
-            self._log.warn("{peer} asked for unknown realm {realm}", peer=self.conn.peer, realm=clip(msg.realm))
-            self.send(m.abort(m.ERROR_NO_SUCH_REALM, f"no realm {msg.realm}"))
-            self.conn.close(1000, "no such realm")
-            return
-        self.established = True
-        self.realm = msg.realm
-        identity = self.identity
-        details = {
-            "realm": msg.realm,
-            "authid": identity.username,
-            "authrole": "anonymous" if identity.anonymous else "user",
-            "authmethod": "ticket" if (not identity.anonymous or identity.backend) else "anonymous",
-            "authprovider": "oro-sync",
-            "roles": {
-                "broker": {"features": {"publisher_exclusion": True,
-                                        "subscriber_blackwhite_listing": True}},
-                "dealer": {"features": {}},
-            },
-        }
-        self.send(m.welcome(int(self.session_id), details))
-        self.conn.session_ready()
-
     def subscribe(self, msg: m.Subscribe) -> None:
         conn, router = self.conn, self.router
         if msg.topic in self.subscriptions:  # already subscribed: the same subscription again
             self.send(m.subscribed(msg.request_id, router.subscription_id(msg.topic)))
+            return
+        if is_meta(msg.topic):
+            self._subscribe_meta(msg)
             return
         # A handler's onSubscribe may already write to this peer (the current
         # state, say), and SUBSCRIBED must reach the client before any EVENT of
@@ -188,6 +203,23 @@ class Wamp2Session(SessionBase):
             conn.release_output([])
             self.send(answer)
             conn.release_output(held)
+
+    def _subscribe_meta(self, msg: m.Subscribe) -> None:
+        """The meta events (wamp.session.on_join...): backends only, no handlers."""
+        if msg.topic not in META_EVENTS or not self.router.may_use_meta(self.identity):
+            self._log.info("{user} ({session}) refused meta topic {topic}", user=self.identity.username,
+                           session=self.session_id, topic=clip(msg.topic))
+            self.send(m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED,
+                              [f"subscription to {msg.topic} refused"]))
+            return
+        try:
+            self.router.hub.subscribe(self, msg.topic)
+        except SubscriptionDenied as e:
+            self.send(m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED, [str(e)]))
+            return
+        sub = self.router.subscription_id(msg.topic)
+        self.by_subscription_id[sub] = msg.topic
+        self.send(m.subscribed(msg.request_id, sub))
 
     def unsubscribe(self, msg: m.Unsubscribe) -> None:
         uri = self.by_subscription_id.pop(msg.subscription, None)
@@ -242,6 +274,9 @@ class Wamp2Session(SessionBase):
         return own_procedure(self.conn, self.services, uri)
 
     def call(self, msg: m.Call) -> None:
+        if is_meta(msg.procedure):
+            self._call_meta(msg)
+            return
         proc = self._server_procedure(msg.procedure)
         if proc is None:
             if not self.router.dealer.call(self, msg):
@@ -252,34 +287,80 @@ class Wamp2Session(SessionBase):
             self.send(m.error(m.CALL, msg.request_id, m.ERROR_INVALID_ARGUMENT,
                               ["this procedure takes positional arguments only"]))
             return
+        options = call_options(msg)
+        if isinstance(options, str):
+            self.send(m.error(m.CALL, msg.request_id, m.ERROR_INVALID_ARGUMENT, [options]))
+            return
         d = maybeDeferred(proc, *(msg.args or ()))
+        if options[0]:  # timeout: the procedure's Deferred is cancelled
+            d.addTimeout(options[0], self.conn.clock)
         d.addCallbacks(self._call_result, self._call_failed,
                        callbackArgs=(msg.request_id,), errbackArgs=(msg.request_id, msg.procedure))
 
+    def _call_meta(self, msg: m.Call) -> None:
+        proc = self.router.meta.procedure(msg.procedure)
+        if proc is None:
+            self.send(m.error(m.CALL, msg.request_id, m.ERROR_NO_SUCH_PROCEDURE,
+                              [f"no procedure registered for {msg.procedure}"]))
+            return
+        if not self.router.may_use_meta(self.identity):
+            self._log.info("{user} ({session}) may not call {uri}", user=self.identity.username,
+                           session=self.session_id, uri=msg.procedure)
+            self.send(m.error(m.CALL, msg.request_id, m.ERROR_NOT_AUTHORIZED,
+                              [f"{msg.procedure} is for backends"]))
+            return
+        # maybeDeferred: a cluster-wide presence may answer later.
+        d = maybeDeferred(proc, msg.args or [], msg.kwargs or {})
+        d.addCallbacks(self._call_result, self._meta_failed,
+                       callbackArgs=(msg.request_id,), errbackArgs=(msg.request_id, msg.procedure))
+
+    def _meta_failed(self, failure: Any, request_id: int, uri: str) -> None:
+        if failure.check(MetaError):
+            self.send(m.error(m.CALL, request_id, failure.value.uri, [failure.value.message]))
+        else:
+            self._call_failed(failure, request_id, uri)
+
     def _call_result(self, value: Any, request_id: int) -> None:
         try:
-            text = m.result(request_id, [value], None)
-        except (TypeError, ValueError) as e:
-            self._log.error("result of call {call} is not JSON: {why}", call=request_id, why=str(e))
-            text = m.error(m.CALL, request_id, m.ERROR_RUNTIME, ["procedure result is not serializable"])
-        self.send(text)
+            data = self.serializer.encode(m.result(request_id, [value], None))
+        except Exception as e:  # each format has its own error types
+            self._log.error("result of call {call} is not serializable: {why}", call=request_id, why=str(e))
+            data = self.serializer.encode(m.error(m.CALL, request_id, m.ERROR_RUNTIME,
+                                                  ["procedure result is not serializable"]))
+        self.conn.send_message(data, self.serializer.binary)
 
     def _call_failed(self, failure: Any, request_id: int, uri: str) -> None:
+        if failure.check(TimeoutError):
+            self.send(m.error(m.CALL, request_id, m.ERROR_CANCELED, ["call timed out"]))
+            return
         error_uri, desc, details = error_triple(failure.value)
         if error_uri == ERROR_INTERNAL:
             self._log.failure("procedure {uri} failed", failure, uri=uri)
             error_uri = m.ERROR_RUNTIME
         args = [desc] if details is None else [desc, details]
+        encode = self.serializer.encode
         try:
-            text = m.error(m.CALL, request_id, error_uri if m.valid_uri(error_uri) else m.ERROR_RUNTIME, args)
-        except (TypeError, ValueError):
-            text = m.error(m.CALL, request_id, m.ERROR_RUNTIME, [desc])
-        self.send(text)
+            data = encode(m.error(m.CALL, request_id, error_uri if m.valid_uri(error_uri) else m.ERROR_RUNTIME,
+                                  args))
+        except Exception:
+            data = encode(m.error(m.CALL, request_id, m.ERROR_RUNTIME, [str(desc)]))
+        self.conn.send_message(data, self.serializer.binary)
 
     # -- outgoing ---------------------------------------------------------------
 
-    def send(self, text: str) -> None:
-        self.conn.send_message(text.encode("utf-8"))
+    def send(self, msg: list) -> None:
+        serializer = self.serializer
+        try:
+            data = serializer.encode(msg)
+        except (OverflowError, TypeError, ValueError, RecursionError) as e:
+            # Client input is bounded for every serializer; this is a value
+            # from the server's side: never let it cost another connection.
+            self._log.error("{session}: a message of type {kind} cannot be sent in {serializer}: {why}",
+                            session=self.session_id, kind=msg[0], serializer=serializer.name, why=str(e))
+            if msg[0] != m.RESULT:
+                return
+            data = serializer.encode(m.error(m.CALL, msg[1], m.ERROR_RUNTIME, ["result cannot be serialized"]))
+        self.conn.send_message(data, serializer.binary)
 
     def abort(self, reason: str, code: int = 1002) -> None:
         """Abort the session for a protocol violation: ABORT, then close."""

@@ -51,6 +51,11 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
     session: Any = None
     identity: Any = None
     session_id: str = ""
+    #: The negotiated WebSocket subprotocol (the default one if none was offered).
+    subprotocol: str = ""
+    #: The handshake had no ticket although one is required: the session
+    #: must authenticate in band (WAMP-Ticket) or be refused.
+    ticket_pending = False
     _session_class: Any = None
     _publish_bucket: TokenBucket | None = None
     _throttled = False
@@ -119,18 +124,27 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
                 self._refuse("origin", ConnectionDeny.FORBIDDEN, why)
         # The client's first choice among those we speak (its order is its preference).
         protocol = next((p for p in request.protocols if p in factory.sessionClasses), None)
-        if protocol is None and factory.strictSubprotocol:
+        if protocol is None and (request.protocols or factory.strictSubprotocol):
+            # Offering only what we do not speak is a client asking for
+            # something else (serving it WAMP v1 would fail it silently).
             self._refuse("subprotocol", ConnectionDeny.BAD_REQUEST,
-                         "this server speaks WAMP v1 and v2: offer the WebSocket subprotocol "
-                         + " or ".join(f'"{p}"' for p in factory.sessionClasses))
-        self._session_class = factory.sessionClasses[protocol or factory.defaultSubprotocol]
+                         "offer one of the WebSocket subprotocols this server speaks: "
+                         + ", ".join(f'"{p}"' for p in factory.sessionClasses))
+        self.subprotocol = protocol or factory.defaultSubprotocol
+        self._session_class = factory.sessionClasses[self.subprotocol]
         self.session_id = self._session_class.new_session_id()
-        if factory.authenticator is None:
+        authenticator = factory.authenticator
+        if authenticator is None:
             return protocol
-        d = maybeDeferred(factory.authenticator.authenticate, request, self.session_id)
+        if getattr(self._session_class, "in_band_auth", False) and hasattr(authenticator, "verify_in_band"):
+            # WAMP-Ticket: without a URL ticket the session authenticates in HELLO.
+            d = maybeDeferred(authenticator.authenticate, request, self.session_id, in_band=True)
+        else:
+            d = maybeDeferred(authenticator.authenticate, request, self.session_id)
 
         def authenticated(identity: Any) -> Any:
             self.identity = identity
+            self.ticket_pending = identity is None
             return protocol
 
         def refused(failure: Any) -> Any:
@@ -194,6 +208,8 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
     # -- IConnection -----------------------------------------------------------
 
     def session_ready(self) -> None:
+        if self.state != _OPEN or self._left:
+            return  # an in-band authentication finished after the peer left
         self._cancel_ready_timer()
         session = self.session
         session.send_frame = self._queue.send if self._queue is not None else self._write_now

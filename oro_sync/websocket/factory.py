@@ -20,13 +20,15 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from oro_sync import SERVER_IDENT
 from oro_sync.core.hub import Hub
 from oro_sync.core.metrics import Metrics
+from oro_sync.core.presence import ObservedPolicy
 from oro_sync.logs import Logger
 from oro_sync.wamp.contract import SessionServices
 from oro_sync.wamp.rpc import RpcRegistry
 from oro_sync.wamp1.pubsub import PUBLISH, SUBSCRIBE, AutobahnPubSub, PubSubRegistry
 from oro_sync.wamp1.session import Wamp1Session
 from oro_sync.wamp2.router import Wamp2Router
-from oro_sync.wamp2.session import SUBPROTOCOL as WAMP2, Wamp2Session
+from oro_sync.wamp2.serializers import SERIALIZERS
+from oro_sync.wamp2.session import Wamp2Session
 from oro_sync.websocket.connection import WampConnection
 from oro_sync.websocket.kernel_write import KernelWriter
 from oro_sync.websocket.limits import Limits
@@ -42,8 +44,13 @@ def _backends_only(identity: Any) -> bool:
     return bool(getattr(identity, "backend", False))
 
 
+def _anyone(identity: Any) -> bool:
+    return True
+
+
 class WampServerFactory(WebSocketServerFactory):
-    """Serves WAMP v1 (``wamp``) and WAMP v2 (``wamp.2.json``) on one port.
+    """Serves WAMP v1 (``wamp``) and WAMP v2 (``wamp.2.json``, ``wamp.2.msgpack``,
+    ``wamp.2.cbor``) on one port.
 
     :param url: the WebSocket URL (``ws://host:port``), as for Autobahn.
     :param hub: the node's hub (a new one by default).
@@ -60,9 +67,17 @@ class WampServerFactory(WebSocketServerFactory):
     :param wamp2Realms: the realms v2 clients may join (default: any).
     :param mayRegister: ``may_register(identity) -> bool``: who may register
         procedures over WAMP v2 (default: backends).
+    :param mayUseMeta: ``may_use_meta(identity) -> bool``: who may use the
+        WAMP session meta API (default: backends when there is an
+        authenticator, anyone when there is none).
     :param originPolicy: an OriginPolicy (None: any Origin).
     :param authenticator: ``authenticate(request, session_id) -> Identity``
-        (or a Deferred); raising ConnectionDeny refuses the handshake.
+        (or a Deferred); raising ConnectionDeny refuses the handshake.  One
+        that also has ``verify_in_band(ticket, session_id)`` (a Deferred of
+        the Identity, or of the refusal reason) offers WAMP-Ticket to v2
+        sessions: its ``authenticate`` is then called with ``in_band=True``
+        for them and returns None to let a v2 client without a URL ticket
+        through, to authenticate in HELLO.
     """
 
     protocol = WampConnection
@@ -81,9 +96,10 @@ class WampServerFactory(WebSocketServerFactory):
                  wamp2: bool = True,
                  wamp2Realms: Any = None,
                  mayRegister: Callable[[Any], bool] = _backends_only,
+                 mayUseMeta: Callable[[Any], bool] | None = None,
                  reactor: Any = None, **kwargs: Any):
         skip_pformat_unless_debug()
-        subprotocols = [WAMP1, WAMP2] if wamp2 else [WAMP1]
+        subprotocols = [WAMP1, *SERIALIZERS] if wamp2 else [WAMP1]
         super().__init__(url, protocols=subprotocols, server=serverIdent, reactor=reactor, **kwargs)
         if reactor is None:
             from twisted.internet import reactor
@@ -101,22 +117,28 @@ class WampServerFactory(WebSocketServerFactory):
         self.pubsub_registry = pubsubRegistry if pubsubRegistry is not None else PubSubRegistry()
         self._policy = policy if policy is not None else AutobahnPubSub(
             self.hub, self.pubsub_registry, observer=self)
-        self.services = SessionServices(self._policy, self.rpc, self.metrics, serverIdent, maxPrefixes)
+        #: Presence (oro_sync.core.presence): told of sessions and subscriptions.
+        self.presence = self.hub.presence
+        self.services = SessionServices(ObservedPolicy(self._policy, self.presence), self.rpc,
+                                        self.metrics, serverIdent, maxPrefixes)
         #: Session class by subprotocol, in the server's order of listing.
         self.sessionClasses: dict[str, type] = {WAMP1: Wamp1Session}
         #: Served to a client that offers no subprotocol.
         self.defaultSubprotocol = WAMP1
         self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None,
-                                 may_register=mayRegister)
+                                 may_register=mayRegister, clock=reactor,
+                                 may_use_meta=mayUseMeta if mayUseMeta is not None else (
+                                     _backends_only if authenticator is not None else _anyone))
         if wamp2:
-            self.sessionClasses[WAMP2] = Wamp2Session
+            for subprotocol in SERIALIZERS:
+                self.sessionClasses[subprotocol] = Wamp2Session
         self._per_address: Counter = Counter()
         self._connections = 0
         #: The listening port, for admission control (set by whoever listens).
         self.listeningPort: Any = None
         self._pending_handshakes = 0
         self._accept_paused = False
-        self._session_observers: list[Any] = []
+        self._session_observers: list[Any] = [self.presence]
         self.noisy = False
         lim = self.limits
         # Answer bad input with a close frame carrying a code and reason,
@@ -149,7 +171,10 @@ class WampServerFactory(WebSocketServerFactory):
     def makeSession(self, session_class: type, conn: WampConnection) -> Any:
         """The WAMP session of a connection that just opened."""
         if issubclass(session_class, Wamp2Session):
-            return Wamp2Session(conn, self.services, self.wamp2, conn.session_id, conn.identity)
+            return Wamp2Session(conn, self.services, self.wamp2, conn.session_id, conn.identity,
+                                SERIALIZERS[conn.subprotocol],
+                                getattr(self.authenticator, "verify_in_band", None),
+                                authenticated=not conn.ticket_pending)
         return session_class(conn, self.services, conn.session_id, conn.identity)
 
     def setProtocolOptions(self, **options: Any) -> None:
@@ -226,7 +251,7 @@ class WampServerFactory(WebSocketServerFactory):
 
     def sessionClosed(self, session: Any) -> None:
         try:
-            self.pubsub.session_closed(session)
+            self.services.policy.session_closed(session)
         except Exception:
             self._log.failure("pub/sub cleanup failed for {session}", session=session.session_id)
         self.hub.detach(session)

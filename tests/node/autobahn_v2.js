@@ -5,12 +5,18 @@
  * library, unchanged and with its default serializers, works against
  * oro-sync's WAMP v2 front end.  Driven like driver.js (tests/support/node.py).
  *
- * Usage: node autobahn_v2.js ws://127.0.0.1:PORT/?ticket=... REALM
+ * Usage: node autobahn_v2.js ws://127.0.0.1:PORT/?ticket=... REALM [json|msgpack|cbor]
+ *
+ * With a serializer named, only that one is offered (Autobahn's
+ * `serializers: [new MsgpackSerializer()]`).  With ORO_TICKET in the
+ * environment the session authenticates the WAMP way (authmethods
+ * ["ticket"], the ticket given in onchallenge) instead of by URL.
  *
  * stdin: one JSON command per line:
  *   {"op": "subscribe", "topic": T}
  *   {"op": "publish", "tag": ID, "topic": T, "args": [...], "kwargs": {...}, "options": {...}}
  *   {"op": "call", "tag": ID, "procedure": P, "args": [...]}
+ *   {"op": "register", "tag": ID, "procedure": P, "behaviour": "double"|"fail"}
  *   {"op": "close"}
  *
  * stdout: one JSON report per line:
@@ -19,6 +25,7 @@
  *   {"type": "event", "topic", "args", "kwargs", "publication"}
  *   {"type": "published", "tag", "id"}       (publish with acknowledge)
  *   {"type": "callresult", "tag", "result"}
+ *   {"type": "registered", "tag", "id"}
  *   {"type": "error", "tag", "error", "args"} (a refused request)
  *   {"type": "closed", "reason"}             (then the process exits)
  */
@@ -33,7 +40,7 @@ if (typeof globalThis.WebSocket === "undefined") {
 }
 const autobahn = require("autobahn");
 
-const [url, realm] = process.argv.slice(2);
+const [url, realm, serializerName] = process.argv.slice(2);
 
 function report(obj) {
 	process.stdout.write(JSON.stringify(obj) + "\n");
@@ -43,7 +50,24 @@ function failed(tag) {
 	return (e) => report({ type: "error", tag, error: e.error || String(e), args: e.args || [] });
 }
 
-const connection = new autobahn.Connection({ url, realm, max_retries: 0 });
+const options = { url, realm, max_retries: 0 };
+const serializers = {
+	json: autobahn.serializer.JSONSerializer,
+	msgpack: autobahn.serializer.MsgpackSerializer,
+	cbor: autobahn.serializer.CBORSerializer,
+};
+if (serializerName) {
+	options.serializers = [new serializers[serializerName]()];
+}
+const ticket = process.env.ORO_TICKET;
+if (ticket) {
+	options.authmethods = ["ticket"];
+	options.onchallenge = (session, method) => {
+		report({ type: "challenge", method });
+		return ticket;
+	};
+}
+const connection = new autobahn.Connection(options);
 let session = null;
 
 connection.onopen = (s, details) => {
@@ -84,6 +108,12 @@ commands.on("line", (line) => {
 	} else if (cmd.op === "publish") {
 		const p = session.publish(cmd.topic, cmd.args || [], cmd.kwargs || {}, cmd.options || {});
 		if (p) p.then((pub) => report({ type: "published", tag: cmd.tag, id: pub.id }), failed(cmd.tag));
+	} else if (cmd.op === "register") {
+		const endpoint = cmd.behaviour === "fail"
+			? () => { throw new autobahn.Error("com.example.refused", ["no"]); }
+			: (args) => args[0] * 2;
+		session.register(cmd.procedure, endpoint).then(
+			(reg) => report({ type: "registered", tag: cmd.tag, id: reg.id }), failed(cmd.tag));
 	} else if (cmd.op === "call") {
 		session.call(cmd.procedure, cmd.args || []).then(
 			(result) => report({ type: "callresult", tag: cmd.tag, result }), failed(cmd.tag));

@@ -303,3 +303,26 @@ class NodeWamp2Client(NodeWampClient):
         d = self.wait_for(lambda r: r.get("tag") == tag, f"the answer to CALL {uri}", timeout)
         self.send({"op": "call", "tag": tag, "procedure": uri, "args": list(args)})
         return d
+
+    def register(self, uri: str, behaviour: str = "double", timeout: float = DEFAULT_WAIT) -> Deferred:
+        """REGISTER ``uri`` answering ``args[0] * 2`` (or, with ``"fail"``,
+        ApplicationError ``com.example.refused``); fires with the report."""
+        tag = f"{self.name}-{next(self._tags)}"
+        d = self.wait_for(lambda r: r.get("tag") == tag, f"REGISTERED for {uri}", timeout)
+        self.send({"op": "register", "tag": tag, "procedure": uri, "behaviour": behaviour})
+        return d
+
+    @classmethod
+    def spawn_v2(cls, reactor: Any, url: str, name: str, realm: str, serializer: str = "",
+                 ticket: str = "") -> "NodeWamp2Client":
+        """Start a session offering only ``serializer`` (all of Autobahn|JS's
+        defaults if empty), authenticating with WAMP-Ticket if ``ticket``
+        (passed in the environment, not on the command line)."""
+        node = find_node()
+        client = cls(name, reactor)
+        env = dict(os.environ)
+        if ticket:
+            env["ORO_TICKET"] = ticket
+        argv = [node, cls.script.path, url, realm] + ([serializer] if serializer else [])
+        reactor.spawnProcess(client, node, argv, env=env, path=NODE_DIR.path)
+        return client

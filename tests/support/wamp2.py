@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import txaio
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.twisted.websocket import WampWebSocketClientFactory, WampWebSocketClientProtocol
-from autobahn.wamp.serializer import JsonSerializer
+from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import ComponentConfig, SubscribeOptions
 from twisted.internet import defer, reactor
+
+txaio.use_twisted()  # Autobahn's serializers keep txaio time stats
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -23,6 +26,20 @@ class Session(ApplicationSession):
 
     joined: defer.Deferred
     gone: defer.Deferred
+    #: WAMP-Ticket: the ticket given in onChallenge (None: no authmethods).
+    ticket: str | None = None
+    authid: str | None = None
+
+    def onConnect(self) -> None:
+        if self.ticket is None:
+            super().onConnect()
+        else:
+            self.join(self.config.realm, authmethods=["ticket"], authid=self.authid)
+
+    def onChallenge(self, challenge: Any) -> str:
+        self.challenge = challenge
+        assert challenge.method == "ticket", challenge.method
+        return self.ticket
 
     def onJoin(self, details: Any) -> None:
         self.welcome_details = details
@@ -35,7 +52,8 @@ class Session(ApplicationSession):
 
     def onDisconnect(self) -> None:
         if not self.joined.called:
-            self.joined.errback(ConnectionError("disconnected before joining"))
+            reason = getattr(getattr(self, "leave_details", None), "reason", None)
+            self.joined.errback(ConnectionError(f"disconnected before joining: {reason}"))
         if not self.gone.called:
             self.gone.callback(None)
 
@@ -62,12 +80,18 @@ class EventQueue:
         return d.addTimeout(timeout, reactor)
 
 
+SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
+
+
 def join(testcase: Any, port: int, realm: str = "realm1", path: str = "/",
-         serializers: str = "json", timeout: float = DEFAULT_TIMEOUT) -> defer.Deferred:
+         serializers: str = "json", timeout: float = DEFAULT_TIMEOUT,
+         ticket: str | None = None, authid: str | None = None) -> defer.Deferred:
     """Connect and join; fires with a :class:`Session` (cleaned up with the test).
 
-    ``serializers="json"`` offers wamp.2.json only; ``"default"`` offers what
-    Autobahn offers by default (every serializer it has installed)."""
+    ``serializers="json"`` (or ``"msgpack"``, ``"cbor"``) offers that one
+    only; ``"default"`` offers what Autobahn offers by default (every
+    serializer it has installed).  ``ticket``: authenticate with WAMP-Ticket
+    (HELLO authmethods ["ticket"], the ticket given in onChallenge)."""
     joined: defer.Deferred = defer.Deferred()
     gone: defer.Deferred = defer.Deferred()
     sessions: list[Session] = []
@@ -75,6 +99,7 @@ def join(testcase: Any, port: int, realm: str = "realm1", path: str = "/",
     def make() -> Session:
         session = Session(ComponentConfig(realm))
         session.joined, session.gone = joined, gone
+        session.ticket, session.authid = ticket, authid
         sessions.append(session)
         return session
 
@@ -90,7 +115,7 @@ def join(testcase: Any, port: int, realm: str = "realm1", path: str = "/",
 
     factory = WampWebSocketClientFactory(
         make, url=f"ws://127.0.0.1:{port}{path}",
-        serializers=[JsonSerializer()] if serializers == "json" else None)
+        serializers=None if serializers == "default" else [SERIALIZERS[serializers]()])
     factory.protocol = Protocol
     connector = reactor.connectTCP("127.0.0.1", port, factory, timeout=timeout)
 
