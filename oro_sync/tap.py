@@ -35,6 +35,9 @@ class Options(usage.Options):
          "TLS: ssl:8443:privateKey=key.pem:certKey=cert.pem)."],
         ["ping-interval", None, None, "Seconds between keep-alive pings on oro/ping (default 50)."],
         ["log-level", None, "info", "Lowest level to log: " + ", ".join(logs.LEVELS) + "."],
+        ["broker", None, None,
+         "Where nodes meet: 'memory' (one process, the default) or redis://[:password@]host:port/db "
+         "(rediss:// for TLS; several, comma-separated, spread topics over them)."],
     ]
 
     def __init__(self) -> None:
@@ -66,6 +69,14 @@ class Options(usage.Options):
             if interval <= 0:
                 raise usage.UsageError("--ping-interval must be positive")
             config.parameters["oro_sync.websocket_ping.interval"] = interval
+        if self["broker"] is not None:
+            config.broker = {**config.broker, "url": self["broker"]}
+            from oro_sync.brokers.settings import parse_broker
+
+            try:
+                parse_broker(config.broker)
+            except ConfigError as e:
+                raise usage.UsageError(f"--broker: {e}") from None
         self.config = config
 
 
@@ -175,6 +186,8 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         workers = VerifierService(server.verifier)
         workers.setServiceParent(top)
         ready = workers.when_ready
+    for extra in server.services:
+        extra.setServiceParent(top)
     # Added last: stopped first (and waited for), so clients are told
     # goodbye before the digest workers go.
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,
