@@ -188,3 +188,97 @@ class ShardingTests(unittest.TestCase):
                 msg = yield user.next_message()
             got.append(msg[2])
         self.assertEqual(sorted(got), sorted(topics))
+
+
+class SteppedReactor:
+    """The real reactor for sockets, a task.Clock for timers: the test
+    decides when this node's broker tries to reconnect."""
+
+    def __init__(self, clock):
+        self._clock = clock
+        self.callLater = clock.callLater
+        self.seconds = clock.seconds
+
+    def __getattr__(self, name):
+        from twisted.internet import reactor
+        return getattr(reactor, name)
+
+
+class OutageTests(unittest.TestCase):
+    timeout = 40
+
+    @defer.inlineCallbacks
+    def test_redis_killed_and_restarted_mid_stream(self):
+        from twisted.internet import reactor, task
+        from twisted.logger import globalLogPublisher
+
+        from oro_sync.brokers.redis import RedisBroker
+        from oro_sync.brokers.settings import parse_broker
+        from oro_sync.core.hub import Hub
+        from oro_sync.websocket.kernel_write import KernelWriter
+
+        redis = redis_server(self)
+        clock = task.Clock()
+        settings = parse_broker({"url": redis.url(), "buffer": 2})
+        hub = Hub(broker=lambda registry: RedisBroker(registry, settings, None, SteppedReactor(clock)),
+                  clock=reactor, writer=KernelWriter)
+        a = start_oro_server(self, hub=hub)
+        b = node(self, redis.url())
+        lines = []
+
+        def observe(event):
+            if event.get("log_source") is a.broker:
+                lines.append(event.get("log_format", ""))
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        yield a.broker.when_up()
+        yield b.broker.when_up()
+
+        backend = yield a.client(self)
+        local = yield a.client(self, "admin")
+        remote = yield b.client(self, "jane")
+        leaving = yield b.client(self, "jane")
+        yield subscribed(a, local, TOPIC)
+        yield subscribed(b, remote, TOPIC)
+        yield subscribed(b, leaving, "oro/email_event/1/1")
+        backend.publish(TOPIC, "before", [], [])
+        self.assertEqual((yield next_event(local)), "before")
+        self.assertEqual((yield next_event(remote)), "before")
+
+        down = [a.broker.shards.shards[0].when_down(), b.broker.shards.shards[0].when_down()]
+        redis.kill()
+        yield defer.gatherResults(down)
+        # Interest changes while Redis is away.
+        remote.subscribe("oro/data/update")
+        yield round_trip(remote)
+        leaving.unsubscribe("oro/email_event/1/1")
+        yield round_trip(leaving)
+        for i in range(5):
+            backend.publish(TOPIC, f"during {i}", [], [])
+        for i in range(5):  # local delivery goes on
+            self.assertEqual((yield next_event(local)), f"during {i}")
+        self.assertEqual(a.broker.metrics["broker_held"], 2)
+        self.assertEqual(a.broker.metrics["broker_dropped"], 3)
+
+        redis.start()
+        yield b.broker.when_up()
+        yield b.broker.settled()
+        # Exactly the current interest, the change made during the outage included.
+        self.assertEqual(sorted(redis.command("PUBSUB", "CHANNELS")),
+                         ["oro-sync:topic:oro/data/update", CHANNEL])
+        self.assertEqual(redis.command("PUBSUB", "NUMSUB", CHANNEL), [CHANNEL, "1"])
+        clock.advance(60)  # node a's reconnection attempt
+        yield a.broker.when_up()
+        yield a.broker.settled()
+        self.assertEqual(redis.command("PUBSUB", "NUMSUB", CHANNEL), [CHANNEL, "2"])
+        # The held publications reach the other node, in order, then new ones.
+        self.assertEqual((yield next_event(remote)), "during 0")
+        self.assertEqual((yield next_event(remote)), "during 1")
+        backend.publish(TOPIC, "after", [], [])
+        self.assertEqual((yield next_event(remote)), "after")
+        self.assertEqual((yield next_event(local)), "after")
+        self.assertEqual(len([f for f in lines if "is away" in f]), 1, lines)
+        self.assertEqual(len([f for f in lines if "is back" in f]), 1, lines)
+        # No WebSocket client was dropped.
+        self.assertEqual(len(a.factory.hub.sessions), 2)
+        self.assertEqual(len(b.factory.hub.sessions), 2)

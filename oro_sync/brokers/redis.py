@@ -72,6 +72,7 @@ class _Shard:
         self.dropped_in_outage = 0
         self.ever_up = False
         self._waiting_up: list[defer.Deferred] = []
+        self._waiting_down: list[defer.Deferred] = []
 
     def when_up(self) -> defer.Deferred:
         """Fires when both connections are ready (at once if they are)."""
@@ -79,6 +80,12 @@ class _Shard:
             return defer.succeed(self)
         d: defer.Deferred = defer.Deferred()
         self._waiting_up.append(d)
+        return d
+
+    def when_down(self) -> defer.Deferred:
+        """Fires when a connection to this server is lost or cannot be made."""
+        d: defer.Deferred = defer.Deferred()
+        self._waiting_down.append(d)
         return d
 
     def settled(self) -> defer.Deferred:
@@ -127,6 +134,9 @@ class _Shard:
         self._check_up(0)
 
     def _down(self, why: str) -> None:
+        waiting, self._waiting_down = self._waiting_down, []
+        for d in waiting:
+            d.callback(why)
         if self.outage_since is not None:
             return
         self.outage_since = self.broker.reactor.seconds()
