@@ -39,8 +39,8 @@ class Options(usage.Options):
          "Where nodes meet: 'memory' (one process, the default) or redis://[:password@]host:port/db "
          "(rediss:// for TLS; several, comma-separated, spread topics over them)."],
         ["workers", None, None,
-         "Run N worker processes sharing the listening port (SO_REUSEPORT); needs --broker."],
-        ["worker", None, None, "(internal) This process is worker N of a --workers parent."],
+         "Run N worker processes on one port (SO_REUSEPORT); needs --broker."],
+        ["worker", None, None, "(internal) Set by --workers on the processes it runs."],
     ]
 
     def __init__(self) -> None:
