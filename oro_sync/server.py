@@ -138,7 +138,14 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         reactor=reactor,
     )
     services = [hub.broker] if hasattr(hub.broker, "startService") else []
-    return OroServer(factory, verifier, metrics, router, handlers, services)
+    from oro_sync.brokers.presence import HubPresence, RedisPresence
+
+    if broker_settings.enabled:
+        presence: Any = RedisPresence(hub, broker_settings, reactor)
+        services.append(presence)
+    else:
+        presence = HubPresence(hub)
+    return OroServer(factory, verifier, metrics, router, handlers, services, presence)
 
 
 def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:

@@ -282,3 +282,85 @@ class OutageTests(unittest.TestCase):
         # No WebSocket client was dropped.
         self.assertEqual(len(a.factory.hub.sessions), 2)
         self.assertEqual(len(b.factory.hub.sessions), 2)
+
+
+class PresenceTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_registry_over_nodes_and_a_dead_node_drops_out(self):
+        from twisted.internet import reactor, task
+
+        import dataclasses
+
+        from oro_sync.brokers.presence import RedisPresence
+
+        redis = redis_server(self)
+        servers, registries, clocks = [], [], []
+        for _ in range(2):
+            s = node(self, redis.url())
+            yield s.broker.when_up()
+            clock = task.Clock()
+            clock.advance(reactor.seconds())
+            # The node's own registry, with its updates on the test's clock.
+            yield s.built.presence.stopService()
+            settings = dataclasses.replace(s.broker.settings, presence_interval=1, presence_ttl=3)
+            registry = RedisPresence(s.factory.hub, settings, reactor, clock)
+            registry.startService()
+            self.addCleanup(registry.stopService)
+            servers.append(s)
+            registries.append(registry)
+            clocks.append(clock)
+        a, b = servers
+        admin_a = yield a.client(self, "admin")
+        admin_b = yield b.client(self, "admin")
+        jane = yield b.client(self, "jane")
+        yield a.client(self)  # a backend: counted as a session, not as a user
+        yield subscribed(a, admin_a, TOPIC)
+        yield subscribed(b, admin_b, TOPIC, "oro/data/update")
+        yield subscribed(b, jane, TOPIC)
+
+        @defer.inlineCallbacks
+        def tick(*which):
+            for i in which:
+                clocks[i].advance(1)
+                yield registries[i].flushed()
+        yield tick(0, 1)
+        ra, rb = registries
+        self.assertEqual(sorted((yield ra.nodes())), sorted([ra.node_id, rb.node_id]))
+        self.assertEqual((yield ra.connected_users()), {"admin": 2, "jane": 1})
+        self.assertTrue((yield rb.is_connected("jane")))
+        self.assertFalse((yield ra.is_connected("gone")))
+        self.assertEqual((yield ra.session_count()), 4)
+        self.assertEqual((yield ra.subscriber_count(TOPIC)), 3)
+        self.assertEqual((yield rb.subscriber_counts()), {TOPIC: 3, "oro/data/update": 1})
+        # Only what changed is sent: jane leaves.
+        yield jane.disconnect()
+        yield b.session_closed(jane.session_id)
+        yield tick(1)
+        self.assertEqual((yield ra.connected_users()), {"admin": 2})
+        self.assertEqual((yield ra.subscriber_count(TOPIC)), 2)
+        # Node b dies (stops renewing): within presence_ttl it is gone, and
+        # Redis has an expiry on its keys.
+        self.assertGreater(int(redis.command("PTTL", f"oro-sync:presence:{rb.node_id}:users")[0]), 0)
+        rb._loop.stop()
+        for _ in range(5):  # presence_ttl (3 s) and more since b's last update
+            yield tick(0)
+        self.assertEqual((yield ra.nodes()), [ra.node_id])
+        self.assertEqual((yield ra.connected_users()), {"admin": 1})
+        self.assertEqual((yield ra.subscriber_count(TOPIC)), 1)
+        # A clean stop leaves at once.
+        yield ra.stopService()
+        self.assertEqual(redis.command("EXISTS", f"oro-sync:presence:{ra.node_id}:users"), ["0"])
+
+    @defer.inlineCallbacks
+    def test_built_server_has_presence_over_redis(self):
+        from oro_sync.brokers.presence import HubPresence, RedisPresence
+
+        redis = redis_server(self)
+        s = node(self, redis.url(), presence_interval=0.05)
+        self.assertIsInstance(s.built.presence, RedisPresence)
+        yield s.broker.when_up()
+        local = start_oro_server(self)
+        self.assertIsInstance(local.built.presence, HubPresence)
+        self.assertEqual((yield local.built.presence.session_count()), 0)
