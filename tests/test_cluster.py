@@ -154,6 +154,58 @@ class CrossNodeTests(unittest.TestCase):
                            '"id":7,"exclude":[],"eligible":null,"event":"from a tool"}')
         self.assertEqual((yield next_event(user)), "from a tool")
 
+    @defer.inlineCallbacks
+    def test_keep_alive_ping_stays_on_its_node(self):
+        from twisted.internet import task
+
+        from oro_sync.oro.topics import PING_MESSAGE
+
+        a, b = yield self.nodes(2)
+        clock = task.Clock()
+        a.handlers["oro_sync.ping"].clock = clock
+        here = yield a.client(self, "admin")
+        there = yield b.client(self, "jane")
+        yield subscribed(a, here, "oro/ping")
+        yield subscribed(b, there, "oro/ping")
+        clock.advance(a.handlers["oro_sync.ping"].interval)
+        self.assertEqual((yield next_event(here, "oro/ping")), PING_MESSAGE)
+        self.assertEqual(a.metrics["broker_sent"], 0)
+        # A publication through the broker on the same topic does travel.
+        a.broker.publish_event("oro/ping", "through the broker")
+        self.assertEqual((yield next_event(there, "oro/ping")), "through the broker")
+        self.assertEqual(b.metrics["broker_received"], 1)
+
+
+class SettingsTests(unittest.TestCase):
+    def test_urls_and_errors(self):
+        from oro_sync.brokers.settings import parse_broker
+        from oro_sync.config import ConfigError
+
+        s = parse_broker({"url": "rediss://user:p%40ss@example.org:6380/3"})
+        (url,) = s.urls
+        self.assertEqual((url.host, url.port, url.db, url.username, url.password, url.tls),
+                         ("example.org", 6380, 3, "user", "p@ss", True))
+        self.assertNotIn("p@ss", str(url))
+        self.assertFalse(parse_broker({}).enabled)
+        self.assertFalse(parse_broker(None, "memory").enabled)
+        self.assertEqual(len(parse_broker({}, "redis://a:1/0,redis://b:2/0").urls), 2)
+        self.assertEqual(parse_broker({"url": ["redis://a", "redis://b"]}).urls[1].port, 6379)
+        for bad, words in [({"url": "http://x"}, "redis://"), ({"url": "redis://h/x"}, "number"),
+                           ({"url": ["redis://a", "redis://a"]}, "same Redis"),
+                           ({"buffer": -1}, "buffer"), ({"presence_ttl": 0.5}, "presence_ttl"),
+                           ({"nope": 1}, "unknown broker"), ({"url": 5}, "redis://"),
+                           ({"reconnect_max_delay": float("nan")}, "reconnect_max_delay")]:
+            with self.assertRaises(ConfigError) as e:
+                parse_broker(bad)
+            self.assertIn(words, str(e.exception))
+
+    def test_config_file_section_is_checked(self):
+        from oro_sync.config import ConfigError, parse_config
+
+        self.assertEqual(parse_config({"broker": {"url": "redis://h:1/2"}}).broker["url"], "redis://h:1/2")
+        with self.assertRaises(ConfigError):
+            parse_config({"broker": {"url": "redis//h"}})
+
 
 class ShardingTests(unittest.TestCase):
     timeout = 30
