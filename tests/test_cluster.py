@@ -176,6 +176,53 @@ class CrossNodeTests(unittest.TestCase):
         self.assertEqual(b.metrics["broker_received"], 1)
 
 
+class PasswordTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_password_in_the_url(self):
+        redis = redis_server(self, password="s3cret")
+        a, b = node(self, redis.url()), node(self, redis.url())
+        yield a.broker.when_up()
+        yield b.broker.when_up()
+        backend = yield a.client(self)
+        user = yield b.client(self, "admin")
+        yield subscribed(b, user, TOPIC)
+        backend.publish(TOPIC, "with a password", [], [])
+        self.assertEqual((yield next_event(user)), "with a password")
+
+    @defer.inlineCallbacks
+    def test_wrong_password_is_an_outage_with_the_reason_and_local_delivery_goes_on(self):
+        from twisted.logger import globalLogPublisher
+
+        redis = redis_server(self, password="s3cret")
+        away = defer.Deferred()
+
+        def observe(event):
+            if "is away" in event.get("log_format", "") and not away.called:
+                away.callback(event)
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        url = redis.url().replace("s3cret", "wrong")
+        a = node(self, url)
+        event = yield away
+        self.assertIn("auth", event["why"].lower())
+        self.assertFalse(a.broker.shards.shards[0].up)
+        backend = yield a.client(self)
+        user = yield a.client(self, "admin")
+        yield subscribed_locally(user, TOPIC)
+        backend.publish(TOPIC, "local only", [], [])
+        self.assertEqual((yield next_event(user)), "local only")
+
+
+@defer.inlineCallbacks
+def subscribed_locally(client, *topics):
+    client.seen = getattr(client, "seen", [])
+    for t in topics:
+        client.subscribe(t)
+    yield round_trip(client)
+
+
 class SettingsTests(unittest.TestCase):
     def test_urls_and_errors(self):
         from oro_sync.brokers.settings import parse_broker
