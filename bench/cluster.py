@@ -156,7 +156,12 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--nice", type=int, default=-10, help="priority of the whole run (see run.py)")
+    ap.add_argument("--report-only", default="", help="print the report of a saved run (its JSON)")
     a = ap.parse_args()
+    if a.report_only:
+        with open(a.report_only) as f:
+            print(report(json.load(f), os.path.abspath(a.report_only)))
+        return
     from run import own_priority
 
     own_priority(a.nice)  # a session (CFS autogroup) of its own, ahead of other work
@@ -240,9 +245,11 @@ def report(raw: dict, path: str) -> str:
         f"{k} {v:.2f} CPU-s" for k, v in raw["redis_cpu_s"].items()) + ". Redis PUBLISH calls and bytes "
         "sent by Redis: " + ", ".join(f"{k} {c:,} / {b:,}" for k, (c, b) in raw["redis_publish_calls_and_bytes"].items())
         + ".", "",
-        f"- CPU per delivered event, cross-node vs local (same nodes, r{raw['half_rate']}): "
-        f"{loc['per_cpu'] / cross['per_cpu'] - 1:+.1%} (target ≤ +20%); vs one process: "
-        f"{one['per_cpu'] / cross['per_cpu'] - 1:+.1%}.",
+        f"- CPU per delivered event, cross-node vs local (same two nodes, Redis included): "
+        f"{sat['two-local']['per_cpu'] / sat['two-cross']['per_cpu'] - 1:+.1%} at {sat['one']['step']}, "
+        f"{loc['per_cpu'] / cross['per_cpu'] - 1:+.1%} at r{raw['half_rate']} (target ≤ +20%); cross-node vs "
+        f"one process: {sat['one']['per_cpu'] / sat['two-cross']['per_cpu'] - 1:+.1%} at {sat['one']['step']}, "
+        f"{one['per_cpu'] / cross['per_cpu'] - 1:+.1%} at r{raw['half_rate']}.",
         f"- The Redis hop at r{raw['half_rate']} (half of one process's saturation): p50 "
         f"{cross['p50'] - loc['p50']:+.2f} ms, p99 {cross['p99'] - loc['p99']:+.2f} ms (target < 2 ms p99).",
         f"- Saturation ({sat['one']['step']}): workers2 delivers {sat['workers2']['events_per_s'] / sat['one']['events_per_s']:.2f}× "
