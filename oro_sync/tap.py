@@ -103,10 +103,9 @@ class Options(usage.Options):
                 "(or set broker.url in the configuration); with the in-memory broker a worker's "
                 "clients would never see the other workers' events")
         from oro_sync.workers import tcp_address
-        from twisted.internet import reactor
 
-        try:
-            tcp_address(config.server.listen, reactor)
+        try:  # parsing only: no reactor is needed (nor installed) yet
+            tcp_address(config.server.listen, None)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 

@@ -123,6 +123,7 @@ class RedisLink:
         self._factory = _Factory(self)
         self._retry: Any = None
         self._pending: Any = None
+        self._opening: Any = None
         self._running = False
 
     @property
@@ -141,8 +142,9 @@ class RedisLink:
         self._retry = None
         if self._pending is not None:
             self._pending.cancel()
-        proto, self.protocol = self.protocol, None
-        if proto is None or proto.transport is None:
+        proto, self.protocol = self.protocol or self._opening, None
+        self._opening = None
+        if proto is None or proto.transport is None or not proto.connected:
             return defer.succeed(None)
         gone = proto.whenDisconnected()
         proto.transport.loseConnection()
@@ -167,6 +169,7 @@ class RedisLink:
 
     def _connected(self, proto: Any) -> Any:
         self._pending = None
+        self._opening = proto  # connected, not yet authenticated
         lost = proto.whenDisconnected()
         ready = proto.whenConnected()
         lost.addCallback(lambda _: self._lost(proto))
@@ -174,7 +177,11 @@ class RedisLink:
         return None
 
     def _ready(self, proto: Any) -> None:
+        if self._opening is proto:
+            self._opening = None
         if not self._running or not proto.connected:
+            if proto.transport is not None:
+                proto.transport.loseConnection()
             return
         self.protocol = proto
         self.attempts = 0
@@ -182,6 +189,8 @@ class RedisLink:
         self.on_up(proto)
 
     def _lost(self, proto: Any) -> None:
+        if self._opening is proto:
+            self._opening = None
         was_up = self.protocol is proto
         if was_up:
             self.protocol = None
