@@ -214,6 +214,26 @@ class PasswordTests(unittest.TestCase):
         backend.publish(TOPIC, "local only", [], [])
         self.assertEqual((yield next_event(user)), "local only")
 
+    @defer.inlineCallbacks
+    def test_rediss_with_the_servers_authority(self):
+        import os
+
+        from tests.test_tls import self_signed
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        key, cert, _ = self_signed(directory)
+        redis = redis_server(self, password="s3cret", tls=(key, cert))
+        a, b = node(self, redis.url(), tls_ca=cert), node(self, redis.url(), tls_ca=cert)
+        yield a.broker.when_up()
+        yield b.broker.when_up()
+        backend = yield a.client(self)
+        user = yield b.client(self, "admin")
+        yield subscribed(b, user, TOPIC)
+        self.assertEqual(redis.command("PUBSUB", "CHANNELS"), [CHANNEL])
+        backend.publish(TOPIC, "over TLS", [], [])
+        self.assertEqual((yield next_event(user)), "over TLS")
+
 
 @defer.inlineCallbacks
 def subscribed_locally(client, *topics):

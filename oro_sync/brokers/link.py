@@ -109,7 +109,7 @@ class RedisLink:
 
     def __init__(self, url: RedisURL, protocol_class: Any, reactor: Any,
                  on_up: Callable[[Any], None], on_down: Callable[[str], None],
-                 max_delay: float = 10.0, convert_numbers: bool = True):
+                 max_delay: float = 10.0, convert_numbers: bool = True, tls_ca: str = ""):
         self.url = url
         self.protocol_class = protocol_class
         self.reactor = reactor
@@ -117,6 +117,7 @@ class RedisLink:
         self.on_down = on_down
         self.max_delay = max_delay
         self.convert_numbers = convert_numbers
+        self.tls_ca = tls_ca
         self.protocol: Any = None
         self.last_error = ""
         self.attempts = 0
@@ -154,9 +155,13 @@ class RedisLink:
         ep = endpoints.TCP4ClientEndpoint(self.reactor, self.url.host, self.url.port,
                                           timeout=CONNECT_TIMEOUT)
         if self.url.tls:
-            from twisted.internet.ssl import optionsForClientTLS
+            from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-            ep = endpoints.wrapClientTLS(optionsForClientTLS(self.url.host), ep)
+            trust = None  # the platform's trusted authorities
+            if self.tls_ca:
+                with open(self.tls_ca, "rb") as f:
+                    trust = Certificate.loadPEM(f.read())
+            ep = endpoints.wrapClientTLS(optionsForClientTLS(self.url.host, trustRoot=trust), ep)
         return ep
 
     def _connect(self) -> None:

@@ -129,7 +129,8 @@ class RedisPresence(service.Service):
         self._key = lambda node, what: f"{p}{node}:{what}"
         self.link = RedisLink(settings.urls[0], txredisapi.RedisProtocol, reactor, self._up,
                               self._down, settings.reconnect_max_delay,
-                              convert_numbers=False)  # a username "007" stays "007"
+                              convert_numbers=False,  # a username "007" stays "007"
+                              tls_ca=settings.tls_ca)
         self._sent: tuple[dict, dict, int] | None = None
         self._last: defer.Deferred = defer.succeed(None)
         self._loop = task.LoopingCall(self.update)

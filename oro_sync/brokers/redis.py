@@ -64,9 +64,11 @@ class _Shard:
         self.url = url
         r = broker.reactor
         delay = broker.settings.reconnect_max_delay
-        self.pub = RedisLink(url, txredisapi.RedisProtocol, r, self._pub_up, self._down, delay)
+        ca = broker.settings.tls_ca
+        self.pub = RedisLink(url, txredisapi.RedisProtocol, r, self._pub_up, self._down, delay,
+                             tls_ca=ca)
         self.sub = RedisLink(url, Subscriber, r, self._sub_up, self._down, delay,
-                             convert_numbers=False)
+                             convert_numbers=False, tls_ca=ca)
         self.held: deque = deque()
         self.outage_since: float | None = None
         self.dropped_in_outage = 0

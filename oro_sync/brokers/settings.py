@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 from oro_sync.config import ConfigError
 
 _KEYS = {"url", "node_id", "buffer", "channel_prefix", "presence_interval", "presence_ttl",
-         "reconnect_max_delay"}
+         "reconnect_max_delay", "tls_ca"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class BrokerSettings:
     presence_ttl: float = 5.0
     #: Longest wait between two reconnection attempts.
     reconnect_max_delay: float = 10.0
+    #: PEM file of the certificate authority that signed rediss:// servers'
+    #: certificates ("": the system's trusted authorities).
+    tls_ca: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -116,6 +119,17 @@ def parse_broker(section: Any, override_url: str | None = None) -> BrokerSetting
                 or value <= 0:
             raise ConfigError(f"broker.{key} must be a number of seconds > 0")
         setattr(s, key, float(value))
+    tls_ca = section.get("tls_ca") or ""
+    if not isinstance(tls_ca, str):
+        raise ConfigError("broker.tls_ca must be the path of a PEM file")
+    if tls_ca:
+        try:
+            with open(tls_ca, "rb") as f:
+                if b"-----BEGIN CERTIFICATE-----" not in f.read():
+                    raise ConfigError(f"broker.tls_ca: {tls_ca} holds no PEM certificate")
+        except OSError as e:
+            raise ConfigError(f"broker.tls_ca: cannot read {tls_ca} ({e.strerror})") from None
+    s.tls_ca = tls_ca
     if s.presence_ttl <= s.presence_interval:
         raise ConfigError("broker.presence_ttl must be longer than broker.presence_interval")
     return s

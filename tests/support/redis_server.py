@@ -31,7 +31,10 @@ class RedisServer:
     """One redis-server on 127.0.0.1; :meth:`kill` and :meth:`start` again
     keep the same port."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, tls: tuple[str, str] | None = None) -> None:
+        #: (key file, certificate file): serve TLS only (rediss://), the
+        #: certificate being its own authority.
+        self.tls = tls
         self.binary = shutil.which("redis-server", path=os.pathsep.join(
             [os.environ.get("PATH", ""), "/usr/bin", "/usr/sbin"]))
         if self.binary is None:
@@ -46,10 +49,17 @@ class RedisServer:
 
     def url(self, db: int = 0) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}localhost:{self.port}/{db}"
         return f"redis://{auth}{self.host}:{self.port}/{db}"
 
     def start(self) -> None:
-        argv = [self.binary, "--port", str(self.port), "--bind", self.host, "--save", "",
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            key, cert = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-key-file", key,
+                     "--tls-cert-file", cert, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
+        argv = [self.binary, *ports, "--bind", self.host, "--save", "",
                 "--appendonly", "no", "--dir", self.directory, "--daemonize", "no",
                 "--loglevel", "warning", "--logfile", os.path.join(self.directory, "redis.log")]
         if self.password:
@@ -69,7 +79,7 @@ class RedisServer:
 
     def _ping(self) -> bool:
         try:
-            with socket.create_connection((self.host, self.port), timeout=1) as s:
+            with self._socket() as s:
                 if self.password:
                     s.sendall(f"AUTH {self.password}\r\n".encode())
                     s.recv(64)
@@ -77,6 +87,15 @@ class RedisServer:
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    def _socket(self) -> socket.socket:
+        s = socket.create_connection((self.host, self.port), timeout=1)
+        if self.tls:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.tls[1])
+            s = context.wrap_socket(s, server_hostname="localhost")
+        return s
 
     def _log_tail(self) -> str:
         try:
@@ -97,6 +116,8 @@ class RedisServer:
         if self.cli is None:
             missing("redis-cli is not installed")
         argv = [self.cli, "-h", self.host, "-p", str(self.port)]
+        if self.tls:
+            argv += ["--tls", "--cacert", self.tls[1], "--sni", "localhost"]
         if self.password:
             argv += ["--no-auth-warning", "-a", self.password]
         out = subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True,
@@ -108,9 +129,10 @@ class RedisServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def redis_server(testcase: Any, password: str | None = None) -> RedisServer:
+def redis_server(testcase: Any, password: str | None = None,
+                 tls: tuple[str, str] | None = None) -> RedisServer:
     """Start a private redis-server for ``testcase``; stopped in its cleanup."""
-    server = RedisServer(password)
+    server = RedisServer(password, tls)
     testcase.addCleanup(server.destroy)
     server.start()
     return server
