@@ -483,3 +483,48 @@ class PresenceTests(unittest.TestCase):
         local = start_oro_server(self)
         self.assertIsInstance(local.built.presence, HubPresence)
         self.assertEqual((yield local.built.presence.session_count()), 0)
+
+
+class RateLimitedWarningTests(unittest.TestCase):
+    def test_one_line_per_interval_with_a_count_of_the_rest(self):
+        from twisted.internet import task
+        from twisted.logger import LogLevel
+
+        from oro_sync.brokers.ratelog import RateLimitedWarning
+        from oro_sync.logs import Logger
+
+        events = []
+        clock = task.Clock()
+        warn = RateLimitedWarning(Logger(observer=events.append), clock, interval=10)
+        self.assertTrue(warn("bad {what}", what=1))
+        for i in range(5):
+            self.assertFalse(warn("bad {what}", what=i))
+        clock.advance(10)
+        self.assertTrue(warn("bad {what}", what=9))
+        self.assertEqual([(e["log_level"], e["what"], e["suppressed"]) for e in events],
+                         [(LogLevel.warn, 1, 0), (LogLevel.warn, 9, 5)])
+
+
+class LargeInterestTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_resubscribing_thousands_of_topics_after_an_outage(self):
+        """More channels than one SUBSCRIBE carries: all are back after a restart."""
+        redis = redis_server(self)
+        b = node(self, redis.url())
+        yield b.broker.when_up()
+        topics = ["oro/email_event/1/%d" % i for i in range(2500)]
+        for i in range(0, 2500, 1000):  # limits.max_subscriptions is 1000 per connection
+            user = yield b.client(self, "admin")
+            yield subscribed(b, user, *topics[i:i + 1000])
+        self.assertEqual(redis.command("PUBSUB", "NUMPAT"), ["0"])
+        self.assertEqual(len(redis.command("PUBSUB", "CHANNELS")), 2500)
+        down = b.broker.shards.shards[0].when_down()
+        redis.kill()
+        yield down
+        redis.start()
+        yield b.broker.when_up()
+        yield b.broker.settled()
+        self.assertEqual(sorted(redis.command("PUBSUB", "CHANNELS")),
+                         sorted("oro-sync:topic:" + t for t in topics))

@@ -54,6 +54,9 @@ from oro_sync.core.metrics import Metrics
 from oro_sync.core.publish import WIRE_VERSION, Publication
 from oro_sync.logs import Logger, clip
 
+#: Channels per SUBSCRIBE command when a node subscribes to its whole interest.
+SUBSCRIBE_CHUNK = 1000
+
 
 class _Shard:
     """One Redis server: its two links, its outage state and buffer."""
@@ -132,7 +135,9 @@ class _Shard:
 
     def _sub_up(self, proto: Any) -> None:
         proto.on_message = self.broker.received
-        proto.send_subscribe("SUBSCRIBE", self.broker.channels_of(self.index))
+        channels = self.broker.channels_of(self.index)
+        for i in range(0, len(channels), SUBSCRIBE_CHUNK):  # a big node has many thousands
+            proto.send_subscribe("SUBSCRIBE", channels[i:i + SUBSCRIBE_CHUNK])
         self._check_up(0)
 
     def _down(self, why: str) -> None:
