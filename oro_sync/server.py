@@ -100,13 +100,13 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
 
     broker_settings = parse_broker(config.broker)
     if hub is None:
-        broker = None
+        make_broker: Any = None  # the hub's LocalBroker
         if broker_settings.enabled:
             from oro_sync.brokers.redis import RedisBroker
 
-            def broker(registry: Any) -> Any:
+            def make_broker(registry: Any) -> Any:
                 return RedisBroker(registry, broker_settings, metrics, reactor)
-        hub = Hub(broker=broker, max_subscriptions=limits.max_subscriptions, clock=reactor,
+        hub = Hub(broker=make_broker, max_subscriptions=limits.max_subscriptions, clock=reactor,
                   writer=KernelWriter, metrics=metrics)
     router = Router.from_files(config.routing)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
