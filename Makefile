@@ -10,7 +10,7 @@ DEPS   := $(VENV)/.deps-installed
 NODE   := tests/node
 NODEOK := $(NODE)/node_modules/.installed
 
-.PHONY: run test install browser bench bench-crossbar clean
+.PHONY: run test install browser redis bench bench-crossbar clean
 
 $(DEPS): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,10 +38,21 @@ browser:
 	    echo "note: could not install chromium: the browser tests cannot run"; \
 	  else echo "note: chromium is not installed: the browser tests cannot run"; fi; }
 
+# Debian's redis-server for the cluster tests (each test starts its own on a
+# free port); without root or apt they skip (and fail under CI=true).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server for the cluster tests"; \
+	    apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1; } || \
+	    echo "note: could not install redis-server: the cluster tests cannot run"; \
+	  else echo "note: redis-server is not installed: the cluster tests cannot run"; fi; }
+
 run: install
 	$(VENV)/bin/twistd -n oro-sync --listen tcp:8080:interface=127.0.0.1:backlog=4096
 
-test: install $(NODEOK) browser
+test: install $(NODEOK) browser redis
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/trial --temp-directory=/tmp/oro-sync-trial-$$$$ tests
 
 bench: install

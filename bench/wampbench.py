@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="ws://127.0.0.1:18080/ws")
     ap.add_argument("--proto", choices=["wamp1", "wamp", "wampmsgpack", "raw"], default="wamp")
+    ap.add_argument("--pub-url", default="",
+                    help="where the publisher connects (default --url; subscribers and the sentinel "
+                         "stay on --url: events cross from one node to another)")
     ap.add_argument("--realm", default="realm1")
     ap.add_argument("--topic", default="bench.fanout")
     ap.add_argument("--topics", type=int, default=1, help="number of topics (WAMP modes)")
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = dict(host=u.hostname, port=u.port or 80, path=(u.path or "/"), proto=a.proto, realm=a.realm,
                topic_names=names, steps=steps, pad=a.pad, connect_concurrency=a.connect_concurrency,
                sample_every=a.sample_every or max(1, a.subscribers // 100), no_uvloop=a.no_uvloop)
+    pu = urlparse(a.pub_url or a.url)
+    assert pu.hostname in ("127.0.0.1", "localhost", "::1"), "loopback targets only"
+    cfg.update(pub_host=pu.hostname, pub_port=pu.port or 80)
     spids = a.server_pid or pids_listening_on(cfg["port"])
     deadline = time.time() + a.max_seconds
     out: dict[str, Any] = {

@@ -550,6 +550,8 @@ def publisher_main(conn, cfg):
     pad = b"x" * cfg["pad"]
     names = cfg["topic_names"]
     bnames = [t.encode() for t in names]
+    # The publisher may connect to another node than the subscribers (--pub-url).
+    ph, pp = cfg.get("pub_host", cfg["host"]), cfg.get("pub_port", cfg["port"])
 
     async def churn(step: int, conc: int, tend: int, seq0: int) -> tuple[int, int, int, list, dict]:
         """conc loops of one-publish connections until tend; returns (sent, last seq, errors,
@@ -567,9 +569,9 @@ def publisher_main(conn, cfg):
                 c0 = mono()
                 try:
                     tr, _ = await asyncio.wait_for(loop.create_connection(
-                        lambda: ChurnPublisher(cfg["host"], cfg["port"], path, fut, cfg["proto"], cfg["realm"],
+                        lambda: ChurnPublisher(ph, pp, path, fut, cfg["proto"], cfg["realm"],
                                                bnames[seq % len(bnames)], seq, step, pad),
-                        cfg["host"], cfg["port"]), 10)
+                        ph, pp), 10)
                     await asyncio.wait_for(fut, 10)
                     state["sent"] += 1
                     cycles.append(mono() - c0)
@@ -586,8 +588,7 @@ def publisher_main(conn, cfg):
         fut = loop.create_future()
         path = cfg["path"] + ("?pub" if cfg["proto"] == "raw" else "")
         _, p = await loop.create_connection(
-            lambda: Publisher(cfg["host"], cfg["port"], path, fut, cfg["proto"], cfg["realm"], names),
-            cfg["host"], cfg["port"])
+            lambda: Publisher(ph, pp, path, fut, cfg["proto"], cfg["realm"], names), ph, pp)
         await asyncio.wait_for(fut, 20)
         fut2 = loop.create_future()
         _, sen = await loop.create_connection(

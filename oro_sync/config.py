@@ -20,7 +20,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "etc", "oro-sync.yml")
 #: A long listen queue: after a restart every browser reconnects at once.
 DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0:backlog=4096"
 
-_TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits"}
+_TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits", "broker"}
 _SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout", "wamp2",
                 "wamp2_realms", "wamp2_registrations"}
 
@@ -62,6 +62,8 @@ class Config:
     auth: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    #: The ``broker:`` section (read by :mod:`oro_sync.brokers.settings`).
+    broker: dict[str, Any] = field(default_factory=dict)
 
 
 def _expect(value: Any, kind: type | tuple, where: str) -> Any:
@@ -128,6 +130,7 @@ def parse_config(data: Any, path: str = "") -> Config:
     cfg.auth = dict(_expect(data.get("auth") or {}, dict, "'auth'"))
     cfg.origins = dict(_expect(data.get("origins") or {}, dict, "'origins'"))
     cfg.limits = dict(_expect(data.get("limits") or {}, dict, "'limits'"))
+    cfg.broker = dict(_expect(data.get("broker") or {}, dict, "'broker'"))
     validate_sections(cfg)
     return cfg
 
@@ -145,6 +148,9 @@ def validate_sections(cfg: Config) -> None:
     """Check the ``auth``, ``origins`` and ``limits`` sections (also after a
     program changed them): unknown keys and wrong types are ConfigErrors."""
     build_limits(cfg.limits)
+    from oro_sync.brokers.settings import parse_broker
+
+    parse_broker(cfg.broker)
     unknown = set(cfg.origins) - _ORIGIN_KEYS
     if unknown:
         raise ConfigError(f"unknown origins setting(s) {', '.join(sorted(map(str, unknown)))}")

@@ -10,7 +10,7 @@ WebSocket factory.  Nothing is replaced on an object after it was built.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oro_sync.config import Config, ConfigError, build_limits, resolve_path, validate_sections
@@ -35,6 +35,11 @@ class OroServer:
     handlers: dict[str, Any]
     #: Follows Oro's configuration changes (a ServerStateWatcher service), or None.
     watcher: Any = None
+    #: Services to run beside the listener (the Redis broker, the cluster
+    #: presence registry), started before it and stopped after it.
+    services: list = field(default_factory=list)
+    #: Who is connected on every node (:mod:`oro_sync.brokers.presence`).
+    presence: Any = None
 
 
 def build_origin_policy(settings: dict[str, Any]) -> Any:
@@ -121,9 +126,18 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
     base = os.path.dirname(config.path) if config.path else os.getcwd()
     limits = build_limits(config.limits)
     metrics = Metrics()
+    from oro_sync.brokers.settings import parse_broker
+
+    broker_settings = parse_broker(config.broker)
     if hub is None:
-        hub = Hub(max_subscriptions=limits.max_subscriptions, clock=reactor, writer=KernelWriter,
-                  metrics=metrics)
+        make_broker: Any = None  # the hub's LocalBroker
+        if broker_settings.enabled:
+            from oro_sync.brokers.redis import RedisBroker
+
+            def make_broker(registry: Any) -> Any:
+                return RedisBroker(registry, broker_settings, metrics, reactor)
+        hub = Hub(broker=make_broker, max_subscriptions=limits.max_subscriptions, clock=reactor,
+                  writer=KernelWriter, metrics=metrics)
     router = Router.from_files(config.routing)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
     verifier = authenticator = None
@@ -158,7 +172,15 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         mayUseMeta=registration_permission(BACKEND if config.auth else ANYONE),
         reactor=reactor,
     )
-    return OroServer(factory, verifier, metrics, router, handlers, watcher)
+    services = [hub.broker] if hasattr(hub.broker, "startService") else []
+    from oro_sync.brokers.presence import HubPresence, RedisPresence
+
+    if broker_settings.enabled:
+        presence: Any = RedisPresence(hub, broker_settings, reactor)
+        services.append(presence)
+    else:
+        presence = HubPresence(hub)
+    return OroServer(factory, verifier, metrics, router, handlers, watcher, services, presence)
 
 
 def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:

@@ -35,6 +35,12 @@ class Options(usage.Options):
          "TLS: ssl:8443:privateKey=key.pem:certKey=cert.pem)."],
         ["ping-interval", None, None, "Seconds between keep-alive pings on oro/ping (default 50)."],
         ["log-level", None, "info", "Lowest level to log: " + ", ".join(logs.LEVELS) + "."],
+        ["broker", None, None,
+         "Where nodes meet: 'memory' (one process, the default) or redis://[:password@]host:port/db "
+         "(rediss:// for TLS; several, comma-separated, spread topics over them)."],
+        ["workers", None, None,
+         "Run N worker processes on one port (SO_REUSEPORT); needs --broker."],
+        ["worker", None, None, "(internal) Set by --workers on the processes it runs."],
     ]
 
     def __init__(self) -> None:
@@ -66,7 +72,42 @@ class Options(usage.Options):
             if interval <= 0:
                 raise usage.UsageError("--ping-interval must be positive")
             config.parameters["oro_sync.websocket_ping.interval"] = interval
+        if self["broker"] is not None:
+            config.broker = {**config.broker, "url": self["broker"]}
+            from oro_sync.brokers.settings import parse_broker
+
+            try:
+                parse_broker(config.broker)
+            except ConfigError as e:
+                raise usage.UsageError(f"--broker: {e}") from None
+        self._check_workers(config)
         self.config = config
+
+    def _check_workers(self, config: Any) -> None:
+        for name in ("workers", "worker"):
+            if self[name] is None:
+                continue
+            try:
+                self[name] = int(self[name])
+            except ValueError:
+                raise usage.UsageError(f"--{name} must be a whole number") from None
+            if self[name] < (1 if name == "workers" else 0):
+                raise usage.UsageError(f"--{name} must be at least {1 if name == 'workers' else 0}")
+        if self["workers"] is None:
+            return
+        from oro_sync.brokers.settings import parse_broker
+
+        if not parse_broker(config.broker).enabled:
+            raise usage.UsageError(
+                "--workers needs a broker shared by the workers: give --broker redis://host:port/db "
+                "(or set broker.url in the configuration); with the in-memory broker a worker's "
+                "clients would never see the other workers' events")
+        from oro_sync.workers import tcp_address
+
+        try:  # parsing only: no reactor is needed (nor installed) yet
+            tcp_address(config.server.listen, None)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 class OroSyncService(service.Service):
@@ -80,8 +121,10 @@ class OroSyncService(service.Service):
     log = Logger()
 
     def __init__(self, factory: Any, listen: str, reactor: Any, shutdown_timeout: float = 3.0,
-                 ready: Any = None):
+                 ready: Any = None, endpoint: Any = None):
         self.factory = factory
+        #: Listen here instead of on ``listen`` parsed (a --workers worker's socket).
+        self.endpoint = endpoint
         self.listen = listen
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
@@ -97,7 +140,7 @@ class OroSyncService(service.Service):
     def _listen(self) -> None:
         if not self.running:
             return
-        endpoint = endpoints.serverFromString(self.reactor, self.listen)
+        endpoint = self.endpoint or endpoints.serverFromString(self.reactor, self.listen)
         d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, self._cannot_listen)
 
@@ -159,6 +202,21 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         from twisted.internet import reactor
     logs.set_level(options["log-level"])
     config = options.config
+    if options["workers"] is not None:
+        from oro_sync.workers import WorkerPool, worker_argv
+
+        top = InOrderMultiService()
+        WorkerPool(options["workers"], config.server.listen, worker_argv(options), reactor,
+                   config.server.shutdown_timeout).setServiceParent(top)
+        return top
+    endpoint = None
+    if options["worker"] is not None:
+        from oro_sync.workers import ReusePortEndpoint, tcp_address
+
+        if config.broker.get("node_id"):  # each worker is a node of its own
+            config.broker = {**config.broker,
+                             "node_id": f"{config.broker['node_id']}.{options['worker']}"}
+        endpoint = ReusePortEndpoint(reactor, *tcp_address(config.server.listen, reactor))
     from oro_sync.server import build_server
     try:
         server = build_server(config, reactor)
@@ -177,8 +235,14 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         ready = workers.when_ready
     if server.watcher is not None:  # Oro's configuration changes (origins)
         server.watcher.setServiceParent(top)
+    for extra in server.services:
+        extra.setServiceParent(top)
+    if options["worker"] is not None:
+        from oro_sync.workers import ParentWatchService
+
+        ParentWatchService(reactor).setServiceParent(top)
     # Added last: stopped first (and waited for), so clients are told
     # goodbye before the digest workers go.
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,
-                   ready=ready).setServiceParent(top)
+                   ready=ready, endpoint=endpoint).setServiceParent(top)
     return top

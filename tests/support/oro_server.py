@@ -29,6 +29,9 @@ class OroServer:
         self.handlers = built.handlers
         self.port = port
         self.number = port.getHost().port
+        self.broker = built.factory.hub.broker
+        self.metrics = built.metrics
+        self.built = built
 
     def ticket(self, username: str = "") -> str:
         """A fresh valid ticket: anonymous (backend) or for a user of USERS."""
@@ -75,7 +78,8 @@ class OroServer:
         return d
 
 
-def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None) -> OroServer:
+def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None,
+                     hub: Any = None) -> OroServer:
     """Build the shipped configuration with test users and secret, apply
     ``tweak(config)``, listen on 127.0.0.1 (a port the OS picks)."""
     base = os.path.abspath(testcase.mktemp())
@@ -87,8 +91,11 @@ def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None) 
     config.auth = {"secret": SECRET, "require_ticket": True, "users": {"file": users_file}}
     if tweak is not None:
         tweak(config)
-    built = build_server(config, reactor)
+    built = build_server(config, reactor, hub)
     factory = built.factory
+    # The broker (Redis) and other services run as under twistd.
+    for extra in built.services:
+        extra.startService()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     server = OroServer(built, port)
 
@@ -103,6 +110,8 @@ def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None) 
             for call in list(getattr(handler, "timers", {}).values()):
                 if call.running:
                     call.stop()
+        for extra in reversed(built.services):
+            yield extra.stopService()
 
     testcase.addCleanup(stop)
     return server
