@@ -13,6 +13,12 @@ routed topics); any session may call.  A callee that is a backend learns who cal
 session id, authid and authrole in the INVOCATION details); other callees
 do not, so users cannot see each other.
 
+Callees are protected from callers: at most ``max_callee_invocations`` calls
+in flight to one callee, each INVOCATION at most ``max_call_size`` bytes;
+callers beyond get ERROR ``oro_sync.error.callee_busy`` or
+``oro_sync.error.call_too_large`` (so many large calls to a slow callee can
+no longer fill its output and get it cut off as a slow consumer).
+
 Bounded: a session holds at most :data:`MAX_REGISTRATIONS` registrations of
 URIs of at most :data:`MAX_URI_CHARS` characters and has at most
 :data:`MAX_PENDING_CALLS` calls in flight.  Calls in flight are indexed per
@@ -35,6 +41,12 @@ ERROR_PROCEDURE_EXISTS = "wamp.error.procedure_already_exists"
 ERROR_CANCELED = "wamp.error.canceled"
 ERROR_TOO_MANY_CALLS = "oro_sync.error.too_many_calls"
 ERROR_TOO_MANY_REGISTRATIONS = "oro_sync.error.too_many_registrations"
+ERROR_CALLEE_BUSY = "oro_sync.error.callee_busy"
+ERROR_CALL_TOO_LARGE = "oro_sync.error.call_too_large"
+
+#: Defaults of the callee's protection (see Dealer).
+MAX_CALLEE_INVOCATIONS = 32
+MAX_CALL_SIZE = 64 * 1024
 
 class _Invocation:
     __slots__ = ("id", "caller", "request_id", "callee")
@@ -51,8 +63,14 @@ class Dealer:
     (invocation id -> invocation, as callee).
     """
 
-    def __init__(self, new_id: Any):
+    def __init__(self, new_id: Any, *, max_callee_invocations: int = MAX_CALLEE_INVOCATIONS,
+                 max_call_size: int = MAX_CALL_SIZE):
         self._new_id = new_id
+        #: A callee's output is protected from its callers: at most this many
+        #: invocations in flight to it, each at most ``max_call_size`` bytes
+        #: (0: no bound); callers beyond get an ERROR, the callee stays.
+        self.max_callee_invocations = max_callee_invocations
+        self.max_call_size = max_call_size
         #: procedure URI -> (registration id, callee session)
         self.registrations: dict[str, tuple[int, Any]] = {}
         self._uris: dict[int, str] = {}
@@ -107,16 +125,26 @@ class Dealer:
             caller.send(m.error(m.CALL, msg.request_id, ERROR_TOO_MANY_CALLS,
                                 [f"at most {MAX_PENDING_CALLS} calls in flight per session, with distinct ids"]))
             return True
-        inv = _Invocation(self._new_id(), caller, msg.request_id, callee)
-        caller.calls[msg.request_id] = inv
-        callee.invocations[inv.id] = inv
-        self.in_flight += 1
+        limit = self.max_callee_invocations
+        if limit and len(callee.invocations) >= limit:
+            caller.send(m.error(m.CALL, msg.request_id, ERROR_CALLEE_BUSY,
+                                [f"{msg.procedure} has {limit} calls in flight: try again later"]))
+            return True
         details = None
         if getattr(callee.identity, "backend", False):  # a trusted callee learns who called
             identity = caller.identity
             details = {"caller": int(caller.session_id), "caller_authid": identity.username,
                        "caller_authrole": "anonymous" if identity.anonymous else "user"}
-        callee.send(m.invocation(inv.id, reg, msg.args, msg.kwargs, details))
+        inv = _Invocation(self._new_id(), caller, msg.request_id, callee)
+        text = m.invocation(inv.id, reg, msg.args, msg.kwargs, details)
+        if self.max_call_size and len(text) > self.max_call_size:
+            caller.send(m.error(m.CALL, msg.request_id, ERROR_CALL_TOO_LARGE,
+                                [f"call arguments over {self.max_call_size} bytes"]))
+            return True
+        caller.calls[msg.request_id] = inv
+        callee.invocations[inv.id] = inv
+        self.in_flight += 1
+        callee.send(text)
         return True
 
     def cancel(self, caller: Any, msg: m.Cancel) -> None:

@@ -25,11 +25,13 @@ class Wamp2Router:
     """
 
     def __init__(self, hub: Any, realms: frozenset[str] | None = None,
-                 may_register: Callable[[Any], bool] = lambda identity: False):
+                 may_register: Callable[[Any], bool] = lambda identity: False,
+                 **dealer_limits: int):
         self.hub = hub
         self.realms = realms
         self.may_register = may_register
-        self.dealer = Dealer(new_id)
+        #: dealer_limits: Dealer's max_callee_invocations / max_call_size.
+        self.dealer = Dealer(new_id, **dealer_limits)
         self._subscription_ids: dict[str, int] = {}
         # Frames encoded for one topic while a SUBSCRIBE's handlers run (see watch()).
         self._watched_uri: str | None = None
