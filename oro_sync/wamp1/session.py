@@ -79,13 +79,26 @@ class Wamp1Session(SessionBase):
         if kind is m.Publish:
             self._publish(msg)
         elif kind is m.Subscribe:
-            self._subscribe(m.resolve_curie(msg.topic_uri, self.prefixes))
+            uri = m.resolve_curie(msg.topic_uri, self.prefixes)
+            if self._uri_ok(uri):
+                self._subscribe(uri)
         elif kind is m.Unsubscribe:
-            self.services.policy.unsubscribe(self, m.resolve_curie(msg.topic_uri, self.prefixes))
+            uri = m.resolve_curie(msg.topic_uri, self.prefixes)
+            if self._uri_ok(uri):
+                self.services.policy.unsubscribe(self, uri)
         elif kind is m.Call:
             self._call(msg)
         else:
             self._prefix(msg)
+
+    def _uri_ok(self, uri: str) -> bool:
+        """Topic URIs are bounded: a connection's subscriptions must not hold
+        megabytes (WAMP v1 has no error for SUBSCRIBE, so the connection closes)."""
+        limit = self.services.max_uri_length
+        if limit and len(uri) > limit:
+            self._reject(f"topic URIs may hold at most {limit} characters", m.CLOSE_POLICY_VIOLATION)
+            return False
+        return True
 
     # -- pub/sub ---------------------------------------------------------------------
 
@@ -100,7 +113,10 @@ class Wamp1Session(SessionBase):
     def _publish(self, msg: m.Publish) -> None:
         if not self.conn.allow_publish():
             return
-        request = PublishRequest(m.resolve_curie(msg.topic_uri, self.prefixes), msg.event,
+        uri = m.resolve_curie(msg.topic_uri, self.prefixes)
+        if not self._uri_ok(uri):
+            return
+        request = PublishRequest(uri, msg.event,
                                  self.session_id, new_id(), exclude_me=msg.exclude_me,
                                  exclude_flag=msg.flag_truthy, exclude=msg.exclude,
                                  eligible=msg.eligible)
@@ -120,6 +136,11 @@ class Wamp1Session(SessionBase):
 
     def _call(self, msg: m.Call) -> None:
         uri = m.resolve_curie(msg.proc_uri, self.prefixes)
+        limit = self.services.max_uri_length
+        if limit and len(uri) > limit:
+            self._send(m.call_error(msg.call_id, m.ERROR_INVALID_CALL,
+                                    f"procedure URIs may hold at most {limit} characters"))
+            return
         proc = own_procedure(self.conn, self.services, uri)
         if proc is None:
             self._send(m.call_error(msg.call_id, m.ERROR_NO_SUCH_RPC_ENDPOINT,

@@ -86,7 +86,7 @@ class Wamp2Session(SessionBase):
             self.abort("binary messages are not wamp.2.json", 1003)
             return
         try:
-            msg = m.parse_message(payload)
+            msg = m.parse_message(payload, self.services.max_uri_length)
         except m.ProtocolError as e:
             self.abort(e.reason)
             return

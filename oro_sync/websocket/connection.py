@@ -17,6 +17,7 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from oro_sync.auth.origins import fix_schemeless_origin
@@ -26,7 +27,7 @@ from oro_sync.logs import Logger
 from oro_sync.wamp.contract import IConnection
 from oro_sync.websocket.api08 import PerConnectionRegistrations
 from oro_sync.websocket.kernel_write import batches, buffered_bytes
-from oro_sync.websocket.limits import TokenBucket
+from oro_sync.websocket.limits import MessageBudget, TokenBucket
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
@@ -58,6 +59,13 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
     _peer_host = ""
     _origin_fixed = False
     _handshaking = False
+    #: Set at accept when the connection is over a connection limit.
+    _refused_at_accept = False
+    _header_timer: Any = None
+    #: Client messages cost tokens; while out of them, reading is paused.
+    _message_budget: MessageBudget | None = None
+    _reading_paused = False
+    _resume_timer: Any = None
     #: True from session_ready() until the session left the hub.
     _session_open = False
     #: This session's events of the current reactor turn (see oro_sync.core.outbox).
@@ -73,14 +81,81 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
     # -- connection and handshake ----------------------------------------------
 
     def connectionMade(self) -> None:
+        factory = self.factory
         self._peer_host = getattr(self.transport.getPeer(), "host", "")
-        self.factory.connectionCounted(self._peer_host, +1)
+        factory.connectionCounted(self._peer_host, +1)
         super().connectionMade()
+        # Connection limits apply at accept, before any byte of the request:
+        # half-open upgrade requests count (and are refused) like the others.
+        refusal = factory.connectionRefusal(self._peer_host)
+        if refusal is not None:
+            self._refuse_at_accept(*refusal)
+            return
+        timeout = factory.limits.header_timeout
+        if timeout:
+            self._header_timer = factory.clock.callLater(timeout, self._header_too_slow)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.connectionCounted(self._peer_host, -1)
+        self.factory.inputHeld -= self._input_held
+        self._input_held = 0
+        self.factory.outputCaughtUp(self)
         self._handshake_done()
+        self._cancel_header_timer()
+        self._cancel_resume_timer()
         super().connectionLost(reason)
+
+    def _refuse_at_accept(self, reason: str, why: str) -> None:
+        """HTTP 503 at once, then a half-close: whatever the client still
+        sends is read and discarded (never kept), so the response is not
+        lost to a reset; the opening-handshake timeout drops a client that
+        never closes."""
+        factory = self.factory
+        self._refused_at_accept = True
+        factory.metrics.refused(reason)
+        factory.repeats.warn(("refused", reason, self._peer_host), "refusing {peer}: {why}",
+                             peer=self.peer, why=why)
+        self.transport.write(f"HTTP/1.1 503 {why}\r\nConnection: close\r\n\r\n".encode("utf-8"))
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        (half_close or self.transport.loseConnection)()
+
+    #: Bytes of this connection's unparsed input counted in factory.inputHeld.
+    _input_held = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused_at_accept:
+            return
+        super().dataReceived(data)
+        # The total budget for buffered input: what clients sent and is not
+        # parsed yet (partial messages, frames read before a rate pause).
+        factory = self.factory
+        held = len(self.data)
+        factory.inputHeld += held - self._input_held
+        self._input_held = held
+        budget = factory.limits.max_total_input_buffer
+        if budget and factory.inputHeld > budget and held > 65536 and self.state == _OPEN:
+            factory.metrics.counters["input_budget_closed"] += 1
+            factory.repeats.warn(("input_budget", self._peer_host),
+                                 "{peer} ({session}): the server's input budget is exhausted: closing",
+                                 peer=self.peer, session=self.session_id)
+            self.close(1009, "server input budget exhausted")
+
+    def _header_too_slow(self) -> None:
+        self._header_timer = None
+        if self.state == self.STATE_CONNECTING and not self._origin_fixed:
+            self.factory.metrics.refused("header_timeout")
+            self.factory.repeats.info(("header_timeout", self._peer_host),
+                                      "{peer}: no complete upgrade request within {timeout} s: dropped",
+                                      peer=self.peer, timeout=self.factory.limits.header_timeout)
+            self.wasClean = False
+            self.wasNotCleanReason = "the upgrade request did not arrive in time"
+            self.dropConnection(abort=True)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            if self._header_timer.active():
+                self._header_timer.cancel()
+            self._header_timer = None
 
     def _handshake_done(self) -> None:
         if self._handshaking:
@@ -88,16 +163,42 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
             self.factory.handshakeEnded()
 
     def processHandshake(self) -> Any:
+        limit = self.factory.limits.max_request_header
         if not self._origin_fixed:
             end = self.data.find(b"\r\n\r\n")
-            if end >= 0:
-                self._origin_fixed = True
-                self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
+            if end < 0:
+                # Autobahn keeps every byte until the header ends: bound it.
+                if limit and len(self.data) > limit:
+                    return self._header_too_large(limit)
+                return None
+            if limit and end + 4 > limit:
+                return self._header_too_large(limit)
+            self._origin_fixed = True
+            self._cancel_header_timer()
+            self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
+        elif limit and len(self.data) > limit:
+            # Bytes sent before the 101 (the ticket is still being checked):
+            # a WebSocket client has no business sending any.
+            self.wasClean = False
+            self.dropConnection(abort=True)
+            return None
         return super().processHandshake()
+
+    def _header_too_large(self, limit: int) -> None:
+        self._cancel_header_timer()
+        self.data = b""
+        self.factory.metrics.refused("header_too_large")
+        self.factory.repeats.info(("header_too_large", self._peer_host),
+                                  "refusing {peer}: upgrade request over {limit} bytes",
+                                  peer=self.peer, limit=limit)
+        self.failHandshake("Request Header Fields Too Large", 431)
 
     def _refuse(self, reason: str, status: int, why: str) -> None:
         self.factory.metrics.refused(reason)
-        self._log.warn("refusing {peer}: {why}", peer=self.peer, why=why)
+        # One line per refusal, but the same refusal repeated by one address
+        # is counted rather than logged each time.
+        self.factory.repeats.warn(("refused", reason, self._peer_host, why[:200]),
+                                  "refusing {peer}: {why}", peer=self.peer, why=why)
         raise ConnectionDeny(status, why)
 
     def onConnect(self, request: Any) -> Any:
@@ -108,9 +209,7 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         self._handshaking = True
         factory = self.factory
         factory.handshakeStarted()
-        refusal = factory.connectionRefusal(self._peer_host)
-        if refusal is not None:
-            self._refuse(refusal[0], ConnectionDeny.SERVICE_UNAVAILABLE, refusal[1])
+        # (Connection limits were applied at accept: see connectionMade.)
         if factory.originPolicy is not None:
             why = factory.originPolicy.check(request.headers.get("origin"))
             if why is not None:
@@ -154,6 +253,8 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         limits = factory.limits
         if limits.publish_rate:
             self._publish_bucket = TokenBucket(limits.publish_rate, limits.publish_burst, factory.clock)
+        if limits.message_rate and not getattr(self.identity, "backend", False):
+            self._message_budget = MessageBudget(limits.message_rate, limits.message_burst, factory.clock)
         if limits.max_output_buffer:
             self.transport.registerProducer(self, True)
         if batches(self.transport):  # the fan-out fast path
@@ -276,12 +377,15 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         # the number of events, so the buffer is measured every time.
         if self._over_output_limit():
             self._slow_consumer()
-        elif self._paused_check is None:
+            return
+        self.factory.outputLagging(self)
+        if self._paused_check is None:
             # Some transports (TLS) pause only once: keep checking while paused.
             self._paused_check = self.factory.clock.callLater(1.0, self._check_paused)
 
     def resumeProducing(self) -> None:
         self._cancel_paused_check()
+        self.factory.outputCaughtUp(self)
 
     def stopProducing(self) -> None:
         self._cancel_paused_check()
@@ -302,11 +406,18 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
     def _over_output_limit(self) -> bool:
         return buffered_bytes(self.transport) > self.factory.limits.max_output_buffer
 
-    def _slow_consumer(self) -> None:
+    def cutOff(self, why: str) -> None:
+        """Drop this peer as a slow consumer (``why`` is logged)."""
+        if self.state != self.STATE_CLOSED:
+            self._slow_consumer(why)
+
+    def _slow_consumer(self, why: str = "") -> None:
         self._cancel_paused_check()
-        self._log.warn("{peer} ({session}) does not read its events: closing "
-                       "(over {limit} bytes queued)", peer=self.peer, session=self.session_id,
-                       limit=self.factory.limits.max_output_buffer)
+        self.factory.outputCaughtUp(self)
+        self.factory.repeats.warn(("slow_consumer", self._peer_host),
+                                  "{peer} ({session}) does not read its events: closing ({why})",
+                                  peer=self.peer, session=self.session_id,
+                                  why=why or f"over {self.factory.limits.max_output_buffer} bytes queued")
         self.factory.metrics.counters["slow_consumers_closed"] += 1
         if self._queue is not None:
             self._queue.discard()
@@ -323,12 +434,61 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         if self.state != _OPEN or self.session is None or self._left:
             return
         self.factory.metrics.counters["messages_in"] += 1
+        budget = self._message_budget
+        if budget is not None:
+            wait = budget.spend()
+            if wait:
+                self._pause_reading(wait)
         try:
             self.session.receive(payload, isBinary)
         except Exception:
-            # A bug behind the session must cost this connection at most, never the server.
-            self._log.failure("{session}: failed to handle a message", session=self.session_id)
+            # A bug behind the session must cost this connection at most, never
+            # the server; logged as an error (client input never reaches critical).
+            self._log.failure("{session}: failed to handle a message", session=self.session_id,
+                              level=LogLevel.error)
             self.close(1011, "internal error")
+
+    # -- the message budget (every kind of client message) ----------------------
+
+    def _pause_reading(self, wait: float) -> None:
+        """Out of budget: this message is still handled, then nothing more is
+        read from the client until a token is back (the kernel holds the rest)."""
+        self.factory.metrics.counters["messages_throttled"] += 1
+        if self._reading_paused:
+            return
+        self._reading_paused = True
+        self.factory.repeats.warn(("message_rate", self.session_id),
+                                  "{peer} ({session}) sends more than {rate} messages/s: slowed down",
+                                  peer=self.peer, session=self.session_id,
+                                  rate=self.factory.limits.message_rate)
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
+        self._resume_timer = self.factory.clock.callLater(wait, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._resume_timer = None
+        self._reading_paused = False
+        if self.state not in (_OPEN, self.STATE_CLOSING):
+            return
+        resume = getattr(self.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
+        if self.data:  # frames read before the pause
+            self.consumeData()
+
+    def _cancel_resume_timer(self) -> None:
+        if self._resume_timer is not None:
+            if self._resume_timer.active():
+                self._resume_timer.cancel()
+            self._resume_timer = None
+
+    def processData(self) -> bool:
+        # Autobahn's loop handles every frame already read; while paused the
+        # rest stays in self.data (at most one read) until _resume_reading.
+        if self._reading_paused:
+            return False
+        return super().processData()
 
     # -- closing -------------------------------------------------------------------
 
