@@ -61,6 +61,12 @@ class RepeatLimiter:
 
     def emit(self, level: _tl.LogLevel, key: tuple, format: str, **kwargs) -> None:
         """Log ``format`` unless a line with ``key`` was logged in this interval."""
+        if self.first(key, level):
+            self.log.emit(level, format, **kwargs)
+
+    def first(self, key: tuple, level: _tl.LogLevel = _tl.LogLevel.error) -> bool:
+        """True when ``key`` is new in this interval (the caller logs, e.g. a
+        failure with its traceback); False when it is counted instead."""
         now = self._now()
         if now - self._swept >= self.interval:
             self._sweep(now)
@@ -69,10 +75,10 @@ class RepeatLimiter:
             if now - entry[0] < self.interval:
                 entry[1] += 1
                 self.suppressed += 1
-                return
+                return False
             self._summarize(key, entry)
         self._repeats[key] = [now, 0, level]
-        self.log.emit(level, format, **kwargs)
+        return True
 
     def warn(self, key: tuple, format: str, **kwargs) -> None:
         self.emit(_tl.LogLevel.warn, key, format, **kwargs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from oro_sync.core.frames import text_frame
@@ -20,7 +21,7 @@ from oro_sync.core.payload import Payload
 from oro_sync.core.policy import SubscriptionDenied
 from oro_sync.core.publish import PublishRequest, new_id
 from oro_sync.core.session import ISession, new_session_id
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, RepeatLimiter, clip
 from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, own_procedure
 from oro_sync.wamp.rpc import error_triple
 from oro_sync.wamp1 import messages as m
@@ -29,6 +30,9 @@ from oro_sync.wamp1 import messages as m
 SUBPROTOCOL = "wamp"
 #: Longest prefix + URI of one PREFIX (256 of them per connection by default).
 MAX_PREFIX_CHARS = 2048
+
+
+_repeats = RepeatLimiter(Logger())  # keyed by session id: one line per client and interval
 
 
 def encode_event(topic: Any, event: Any, publication_id: int = 0) -> bytes:
@@ -70,7 +74,8 @@ class Wamp1Session(SessionBase):
             msg = m.parse_message(payload)
         except m.ProtocolError as e:
             if e.call_id is not None:
-                self._log.info("{session} sent a bad CALL: {why}", session=self.session_id, why=e.reason)
+                _repeats.info(("bad CALL", self.session_id), "{session} sent a bad CALL: {why}",
+                              session=self.session_id, why=e.reason)
                 self._send(m.call_error(e.call_id, m.ERROR_INVALID_CALL, e.reason))
             else:
                 self._reject(e.reason, e.code)
@@ -161,7 +166,7 @@ class Wamp1Session(SessionBase):
     def _call_failed(self, failure: Any, call_id: str, uri: str) -> None:
         uri_, desc, details = error_triple(failure.value)
         if uri_ == m.ERROR_INTERNAL:
-            self._log.failure("procedure {uri} failed", failure, uri=uri)
+            self._log.failure("procedure {uri} failed", failure, uri=clip(uri), level=LogLevel.error)
         try:
             text = m.call_error(call_id, uri_, desc, details)
         except (TypeError, ValueError):

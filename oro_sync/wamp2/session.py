@@ -27,13 +27,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from oro_sync.core.payload import from_v2
 from oro_sync.core.policy import SubscriptionDenied
 from oro_sync.core.publish import PublishRequest, new_id
 from oro_sync.core.session import ISession
-from oro_sync.logs import Logger, clip
+from oro_sync.logs import Logger, RepeatLimiter, clip
 from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, own_procedure
 from oro_sync.wamp.rpc import ERROR_INTERNAL, error_triple
 from oro_sync.wamp2 import messages as m
@@ -45,6 +46,9 @@ SUBPROTOCOL = "wamp.2.json"
 
 #: A session id no session has (core ids are never empty): "deliver to nobody".
 NOBODY = ""
+
+
+_repeats = RepeatLimiter(Logger())  # keyed by session id: one line per client and interval
 
 
 def _new_session_id() -> str:
@@ -94,7 +98,8 @@ class Wamp2Session(SessionBase):
             if not self.established:
                 self.abort(e.reason)
                 return
-            self._log.info("{session} sent a bad request: {why}", session=self.session_id, why=e.reason)
+            _repeats.info(("bad request", self.session_id), "{session} sent a bad request: {why}",
+                          session=self.session_id, why=e.reason)
             self.send(m.error(e.request_type, e.request_id, e.error_uri, [e.reason]))
             return
         kind = type(msg)
@@ -267,7 +272,7 @@ class Wamp2Session(SessionBase):
     def _call_failed(self, failure: Any, request_id: int, uri: str) -> None:
         error_uri, desc, details = error_triple(failure.value)
         if error_uri == ERROR_INTERNAL:
-            self._log.failure("procedure {uri} failed", failure, uri=uri)
+            self._log.failure("procedure {uri} failed", failure, uri=clip(uri), level=LogLevel.error)
             error_uri = m.ERROR_RUNTIME
         args = [desc] if details is None else [desc, details]
         try:
