@@ -26,6 +26,7 @@ from oro_sync.identity import Identity
 from oro_sync.logs import Logger
 from oro_sync.wamp.contract import IConnection
 from oro_sync.websocket.api08 import PerConnectionRegistrations
+from oro_sync.websocket.header_gate import HeaderGate
 from oro_sync.websocket.kernel_write import batches, buffered_bytes
 from oro_sync.websocket.limits import MessageBudget, TokenBucket
 
@@ -33,7 +34,7 @@ _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
 @implementer(IConnection, IPushProducer)
-class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
+class WampConnection(PerConnectionRegistrations, HeaderGate, WebSocketServerProtocol):
     """A WebSocket connection carrying one WAMP v1 or v2 session.
 
     It is also the push producer of its transport: while the peer does not
@@ -59,9 +60,6 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
     _peer_host = ""
     _origin_fixed = False
     _handshaking = False
-    #: Set at accept when the connection is over a connection limit.
-    _refused_at_accept = False
-    _header_timer: Any = None
     #: Client messages cost tokens; while out of them, reading is paused.
     _message_budget: MessageBudget | None = None
     _reading_paused = False
@@ -80,52 +78,21 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
 
     # -- connection and handshake ----------------------------------------------
 
-    def connectionMade(self) -> None:
-        factory = self.factory
-        self._peer_host = getattr(self.transport.getPeer(), "host", "")
-        factory.connectionCounted(self._peer_host, +1)
-        super().connectionMade()
-        # Connection limits apply at accept, before any byte of the request:
-        # half-open upgrade requests count (and are refused) like the others.
-        refusal = factory.connectionRefusal(self._peer_host)
-        if refusal is not None:
-            self._refuse_at_accept(*refusal)
-            return
-        timeout = factory.limits.header_timeout
-        if timeout:
-            self._header_timer = factory.clock.callLater(timeout, self._header_too_slow)
-
     def connectionLost(self, reason: Any = None) -> None:
-        self.factory.connectionCounted(self._peer_host, -1)
         self.factory.inputHeld -= self._input_held
         self._input_held = 0
         self.factory.outputCaughtUp(self)
         self._handshake_done()
-        self._cancel_header_timer()
         self._cancel_resume_timer()
-        super().connectionLost(reason)
-
-    def _refuse_at_accept(self, reason: str, why: str) -> None:
-        """HTTP 503 at once, then a half-close: whatever the client still
-        sends is read and discarded (never kept), so the response is not
-        lost to a reset; the opening-handshake timeout drops a client that
-        never closes."""
-        factory = self.factory
-        self._refused_at_accept = True
-        factory.metrics.refused(reason)
-        factory.repeats.warn(("refused", reason, self._peer_host), "refusing {peer}: {why}",
-                             peer=self.peer, why=why)
-        self.transport.write(f"HTTP/1.1 503 {why}\r\nConnection: close\r\n\r\n".encode("utf-8"))
-        half_close = getattr(self.transport, "loseWriteConnection", None)
-        (half_close or self.transport.loseConnection)()
+        super().connectionLost(reason)  # HeaderGate: counting, then Autobahn
 
     #: Bytes of this connection's unparsed input counted in factory.inputHeld.
     _input_held = 0
 
     def dataReceived(self, data: bytes) -> None:
-        if self._refused_at_accept:
+        super().dataReceived(data)  # HeaderGate, then Autobahn
+        if not self._autobahn_started:
             return
-        super().dataReceived(data)
         # The total budget for buffered input: what clients sent and is not
         # parsed yet (partial messages, frames read before a rate pause).
         factory = self.factory
@@ -140,58 +107,27 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
                                  peer=self.peer, session=self.session_id)
             self.close(1009, "server input budget exhausted")
 
-    def _header_too_slow(self) -> None:
-        self._header_timer = None
-        if self.state == self.STATE_CONNECTING and not self._origin_fixed:
-            self.factory.metrics.refused("header_timeout")
-            self.factory.repeats.info(("header_timeout", self._peer_host),
-                                      "{peer}: no complete upgrade request within {timeout} s: dropped",
-                                      peer=self.peer, timeout=self.factory.limits.header_timeout)
-            self.wasClean = False
-            self.wasNotCleanReason = "the upgrade request did not arrive in time"
-            self.dropConnection(abort=True)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            if self._header_timer.active():
-                self._header_timer.cancel()
-            self._header_timer = None
-
     def _handshake_done(self) -> None:
         if self._handshaking:
             self._handshaking = False
             self.factory.handshakeEnded()
 
     def processHandshake(self) -> Any:
-        limit = self.factory.limits.max_request_header
+        # HeaderGate hands Autobahn only complete (and bounded) request heads.
         if not self._origin_fixed:
             end = self.data.find(b"\r\n\r\n")
-            if end < 0:
-                # Autobahn keeps every byte until the header ends: bound it.
-                if limit and len(self.data) > limit:
-                    return self._header_too_large(limit)
+            if end >= 0:
+                self._origin_fixed = True
+                self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
+        else:
+            limit = self.factory.limits.max_request_header
+            if limit and len(self.data) > limit:
+                # Bytes sent before the 101 (the ticket is still being
+                # checked): a WebSocket client has no business sending any.
+                self.wasClean = False
+                self.dropConnection(abort=True)
                 return None
-            if limit and end + 4 > limit:
-                return self._header_too_large(limit)
-            self._origin_fixed = True
-            self._cancel_header_timer()
-            self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
-        elif limit and len(self.data) > limit:
-            # Bytes sent before the 101 (the ticket is still being checked):
-            # a WebSocket client has no business sending any.
-            self.wasClean = False
-            self.dropConnection(abort=True)
-            return None
         return super().processHandshake()
-
-    def _header_too_large(self, limit: int) -> None:
-        self._cancel_header_timer()
-        self.data = b""
-        self.factory.metrics.refused("header_too_large")
-        self.factory.repeats.info(("header_too_large", self._peer_host),
-                                  "refusing {peer}: upgrade request over {limit} bytes",
-                                  peer=self.peer, limit=limit)
-        self.failHandshake("Request Header Fields Too Large", 431)
 
     def _refuse(self, reason: str, status: int, why: str) -> None:
         self.factory.metrics.refused(reason)
