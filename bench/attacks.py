@@ -52,6 +52,7 @@ import yaml  # noqa: E402  (a dependency of oro-sync itself)
 TOPIC = "oro/maintenance"
 PHASES = ("baseline", "slow-header", "subscribe-flood")
 HERE = os.path.dirname(os.path.abspath(__file__))
+NOTES_MARKER = "<!-- hand-written notes below survive re-runs -->"
 
 
 # ------------------------------------------------------------------ the attacker process
@@ -332,7 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run_one(args, name) for name in args.configs.split(",")]
     if not args.no_markdown:
         section = markdown(runs)
-        with open(os.path.join(HERE, "attacks.md"), "w") as f:
+        path = os.path.join(HERE, "attacks.md")
+        if os.path.exists(path):  # hand-written notes below the marker survive re-runs
+            with open(path) as f:
+                old = f.read()
+            if NOTES_MARKER in old:
+                section = section.rstrip() + "\n\n" + old[old.index(NOTES_MARKER):]
+        with open(path, "w") as f:
             f.write(section)
         splice_results(section)
         print("wrote bench/attacks.md and its section of bench/RESULTS.md")
