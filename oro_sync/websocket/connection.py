@@ -28,13 +28,14 @@ from oro_sync.wamp.contract import IConnection
 from oro_sync.websocket.api08 import PerConnectionRegistrations
 from oro_sync.websocket.header_gate import HeaderGate
 from oro_sync.websocket.kernel_write import batches, buffered_bytes
-from oro_sync.websocket.limits import MessageBudget, TokenBucket
+from oro_sync.websocket.limits import TokenBucket
+from oro_sync.websocket.read_throttle import ReadThrottle
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
 @implementer(IConnection, IPushProducer)
-class WampConnection(PerConnectionRegistrations, HeaderGate, WebSocketServerProtocol):
+class WampConnection(PerConnectionRegistrations, ReadThrottle, HeaderGate, WebSocketServerProtocol):
     """A WebSocket connection carrying one WAMP v1 or v2 session.
 
     It is also the push producer of its transport: while the peer does not
@@ -60,10 +61,6 @@ class WampConnection(PerConnectionRegistrations, HeaderGate, WebSocketServerProt
     _peer_host = ""
     _origin_fixed = False
     _handshaking = False
-    #: Client messages cost tokens; while out of them, reading is paused.
-    _message_budget: MessageBudget | None = None
-    _reading_paused = False
-    _resume_timer: Any = None
     #: True from session_ready() until the session left the hub.
     _session_open = False
     #: This session's events of the current reactor turn (see oro_sync.core.outbox).
@@ -91,10 +88,12 @@ class WampConnection(PerConnectionRegistrations, HeaderGate, WebSocketServerProt
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)  # HeaderGate, then Autobahn
-        if not self._autobahn_started:
-            return
-        # The total budget for buffered input: what clients sent and is not
-        # parsed yet (partial messages, frames read before a rate pause).
+        if self._autobahn_started:
+            self.account_input()
+
+    def account_input(self) -> None:
+        """The total budget for buffered input: what clients sent and is not
+        parsed yet (partial messages, frames read before a rate pause)."""
         factory = self.factory
         held = len(self.data)
         factory.inputHeld += held - self._input_held
@@ -145,7 +144,7 @@ class WampConnection(PerConnectionRegistrations, HeaderGate, WebSocketServerProt
         self._handshaking = True
         factory = self.factory
         factory.handshakeStarted()
-        # (Connection limits were applied at accept: see connectionMade.)
+        # (Connection limits were applied at accept: see HeaderGate.)
         if factory.originPolicy is not None:
             why = factory.originPolicy.check(request.headers.get("origin"))
             if why is not None:
@@ -190,7 +189,7 @@ class WampConnection(PerConnectionRegistrations, HeaderGate, WebSocketServerProt
         if limits.publish_rate:
             self._publish_bucket = TokenBucket(limits.publish_rate, limits.publish_burst, factory.clock)
         if limits.message_rate and not getattr(self.identity, "backend", False):
-            self._message_budget = MessageBudget(limits.message_rate, limits.message_burst, factory.clock)
+            self.start_message_budget(limits.message_rate, limits.message_burst)
         if limits.max_output_buffer:
             self.transport.registerProducer(self, True)
         if batches(self.transport):  # the fan-out fast path
@@ -370,11 +369,7 @@ class WampConnection(PerConnectionRegistrations, HeaderGate, WebSocketServerProt
         if self.state != _OPEN or self.session is None or self._left:
             return
         self.factory.metrics.counters["messages_in"] += 1
-        budget = self._message_budget
-        if budget is not None:
-            wait = budget.spend()
-            if wait:
-                self._pause_reading(wait)
+        self.spend_message_budget()
         try:
             self.session.receive(payload, isBinary)
         except Exception:
@@ -383,48 +378,6 @@ class WampConnection(PerConnectionRegistrations, HeaderGate, WebSocketServerProt
             self._log.failure("{session}: failed to handle a message", session=self.session_id,
                               level=LogLevel.error)
             self.close(1011, "internal error")
-
-    # -- the message budget (every kind of client message) ----------------------
-
-    def _pause_reading(self, wait: float) -> None:
-        """Out of budget: this message is still handled, then nothing more is
-        read from the client until a token is back (the kernel holds the rest)."""
-        self.factory.metrics.counters["messages_throttled"] += 1
-        if self._reading_paused:
-            return
-        self._reading_paused = True
-        self.factory.repeats.warn(("message_rate", self.session_id),
-                                  "{peer} ({session}) sends more than {rate} messages/s: slowed down",
-                                  peer=self.peer, session=self.session_id,
-                                  rate=self.factory.limits.message_rate)
-        pause = getattr(self.transport, "pauseProducing", None)
-        if pause is not None:
-            pause()
-        self._resume_timer = self.factory.clock.callLater(wait, self._resume_reading)
-
-    def _resume_reading(self) -> None:
-        self._resume_timer = None
-        self._reading_paused = False
-        if self.state not in (_OPEN, self.STATE_CLOSING):
-            return
-        resume = getattr(self.transport, "resumeProducing", None)
-        if resume is not None:
-            resume()
-        if self.data:  # frames read before the pause
-            self.consumeData()
-
-    def _cancel_resume_timer(self) -> None:
-        if self._resume_timer is not None:
-            if self._resume_timer.active():
-                self._resume_timer.cancel()
-            self._resume_timer = None
-
-    def processData(self) -> bool:
-        # Autobahn's loop handles every frame already read; while paused the
-        # rest stays in self.data (at most one read) until _resume_reading.
-        if self._reading_paused:
-            return False
-        return super().processData()
 
     # -- closing -------------------------------------------------------------------
 
