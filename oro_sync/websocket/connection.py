@@ -83,8 +83,18 @@ class WampConnection(PerConnectionRegistrations, ReadThrottle, HeaderGate, WebSo
         self._cancel_resume_timer()
         super().connectionLost(reason)  # HeaderGate: counting, then Autobahn
 
-    #: Bytes of this connection's unparsed input counted in factory.inputHeld.
+    #: Bytes of this connection's unparsed input counted in factory.inputHeld,
+    #: and the payload received of the message being assembled.
     _input_held = 0
+    _partial = 0
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        self._partial += len(payload)
+        super().onMessageFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        self._partial = 0
+        super().onMessageEnd()
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)  # HeaderGate, then Autobahn
@@ -95,7 +105,7 @@ class WampConnection(PerConnectionRegistrations, ReadThrottle, HeaderGate, WebSo
         """The total budget for buffered input: what clients sent and is not
         parsed yet (partial messages, frames read before a rate pause)."""
         factory = self.factory
-        held = len(self.data)
+        held = len(self.data) + self._partial
         factory.inputHeld += held - self._input_held
         self._input_held = held
         budget = factory.limits.max_total_input_buffer
