@@ -473,6 +473,11 @@ def write_report(run: dict, out_md: str, chart_dir: str, json_rel: str) -> None:
         # regenerating this file keeps it); it names the run it was written for
         with open(analysis) as f:
             L += [f.read().rstrip(), ""]
+    attacks = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attacks.md")
+    if os.path.exists(attacks) and not run.get("quick"):
+        # written by bench/attacks.py (its own run, not part of make bench)
+        with open(attacks) as f:
+            L += [f.read().rstrip(), ""]
     prof = profile_section(run) + memory_section(run)
     if prof:
         L += ["## Profiles", ""] + prof

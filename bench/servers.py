@@ -48,8 +48,11 @@ MAX_TOPICS = 1000
 # ---------------------------------------------------------------- oro-sync
 def oro_factory(topic: str) -> Any:
     from oro_sync.websocket.factory import WampServerFactory
+    from oro_sync.websocket.limits import Limits
 
-    factory = WampServerFactory(None)
+    # The load generator's publisher stands for Oro's backend, which the
+    # per-connection message budget exempts (this server has no tickets).
+    factory = WampServerFactory(None, limits=Limits(message_rate=0))
     factory.registerForPubSub(topic)
     for i in range(MAX_TOPICS):
         factory.registerForPubSub(f"{topic}.{i}")

@@ -138,7 +138,7 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
                 return RedisBroker(registry, broker_settings, metrics, reactor)
         hub = Hub(broker=make_broker, max_subscriptions=limits.max_subscriptions, clock=reactor,
                   writer=KernelWriter, metrics=metrics)
-    router = Router.from_files(config.routing)
+    router = Router.from_files(config.routing, max_placeholder_length=limits.max_placeholder_length)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
     verifier = authenticator = None
     may_publish = publish_permission(ANYONE)

@@ -607,8 +607,9 @@ class VerifierTests(unittest.TestCase):
             issue_ticket(SECRET, "admin", "wrong", now=T0))), BAD_DIGEST)
         self.assertEqual(self.reason(verifier.verify(
             issue_ticket("another secret", now=T0))), BAD_DIGEST)
-        # Only the last two needed a digest.
-        self.assertEqual(self.pool.calls, 2)
+        # Unknown and disabled users cost a digest like a known user's bad
+        # ticket (constant-time refusals); format and date errors cost none.
+        self.assertEqual(self.pool.calls, 4)
 
     def test_cache_hit_skips_pool_and_lookup(self) -> None:
         verifier = self.make(ADMIN)
@@ -638,12 +639,19 @@ class VerifierTests(unittest.TestCase):
             self.assertEqual(self.reason(verifier.verify(ticket)), BAD_DIGEST)
         self.assertEqual(self.pool.calls, 1)
 
-    def test_unknown_user_and_future_not_cached(self) -> None:
+    def test_unknown_user_cached_like_a_bad_digest_and_future_not_cached(self) -> None:
         verifier = self.make()
         ticket = issue_ticket(SECRET, "late", "h", now=T0)
         self.assertEqual(self.reason(verifier.verify(ticket)), UNKNOWN_USER)
+        self.assertEqual(self.pool.calls, 1)  # a digest, as for a known user
         self.users._lookup.users.append(UserRecord(id=9, username="late", password="h"))
-        self.successResultOf(verifier.verify(ticket))
+        # The same ticket again: answered from the cache (no lookup, no
+        # digest), exactly as a known user's bad ticket is.
+        lookups = self.users.lookups
+        self.assertEqual(self.reason(verifier.verify(ticket)), UNKNOWN_USER)
+        self.assertEqual((self.pool.calls, self.users.lookups), (1, lookups))
+        # A fresh ticket for the user created meanwhile works.
+        self.successResultOf(verifier.verify(issue_ticket(SECRET, "late", "h", now=T0)))
         future = issue_ticket(SECRET, now=T0 + 10)
         self.assertEqual(self.reason(verifier.verify(future)), FUTURE)
         self.clock.advance(10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
@@ -101,6 +103,8 @@ class DealerTests(ServerTestCase):
 
     @defer.inlineCallbacks
     def test_calls_in_flight_are_bounded(self) -> Any:
+        # Per caller (the per-callee bound is off here: see CalleeProtectionTests).
+        self.factory.wamp2.dealer.max_callee_invocations = 0
         callee = yield self.join()
         caller = yield self.join()
         yield callee.register(lambda: defer.Deferred(), PROC)
@@ -190,6 +194,12 @@ class _Session:
         self.invocations: dict = {}
         self.sent: list = []
         self.on_send: Any = None
+
+    def encode(self, msg: list) -> str:
+        return json.dumps(msg)
+
+    def send_encoded(self, data: str) -> None:
+        self.send(json.loads(data))
 
     def send(self, text: str) -> None:
         self.sent.append(text)

@@ -35,6 +35,33 @@ def host_of(value: str) -> str:
         return ""
 
 
+# An Origin header is scheme://host[:port] and nothing else (RFC 6454); Oro's
+# PHP backend sends a bare host, which fix_schemeless_origin gives a scheme.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_STRICT_ORIGIN = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]{0,15}://)?"            # scheme (optional: a bare host)
+    rf"(?P<host>{_LABEL}(?:\.{_LABEL})*\.?"            # a DNS name or IPv4 address
+    r"|\[[0-9A-Fa-f:.]{2,45}\])"                       # or [IPv6]
+    r"(?::[0-9]{1,5})?/?")                             # port; a trailing "/" is tolerated
+
+
+def origin_host(value: str) -> str:
+    """The host of an Origin header parsed strictly, or "" when it is not
+    exactly ``scheme://host[:port]`` (or a bare ``host[:port]``).
+
+    Userinfo (``http://evil.com\\@localhost``), paths, queries, fragments,
+    backslashes, whitespace or control characters inside, percent-escapes:
+    all refused, where a lenient URL parser reads ``localhost`` out of
+    ``http://evil.com\\@localhost``."""
+    value = value.strip(" \t")
+    if len(value) > 300:
+        return ""
+    match = _STRICT_ORIGIN.fullmatch(value)
+    if match is None:
+        return ""
+    return match.group("host").rstrip(".").strip("[]").lower()
+
+
 class OriginPolicy:
     """Decides whether a handshake's Origin header may connect."""
 
@@ -59,7 +86,7 @@ class OriginPolicy:
         """None when allowed, else the reason for refusing."""
         if origin is None or not origin.strip():
             return None if self.allow_missing else "no Origin header"
-        host = host_of(origin)
+        host = origin_host(origin)
         if host and host in self.hosts:
             return None
         return f"origin {origin!r} is not allowed"

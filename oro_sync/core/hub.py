@@ -10,7 +10,7 @@ from oro_sync.core.policy import SubscriptionDenied
 from oro_sync.core.presence import LocalPresence
 from oro_sync.core.publish import Publication
 from oro_sync.core.topic import SubscriptionLimitExceeded, Topic, TopicRegistry
-from oro_sync.logs import Logger, clip
+from oro_sync.logs import Logger, RepeatLimiter, clip
 
 
 class Hub:
@@ -36,6 +36,7 @@ class Hub:
         if clock is None:
             from twisted.internet import reactor as clock
         self.sessions: dict[str, Any] = {}
+        self._repeats = RepeatLimiter(self.log, clock)
         #: Per-turn write batching for every front end's sessions.
         self.outbox = Outbox(clock, writer)
         self.topics = TopicRegistry(max_subscriptions=max_subscriptions)
@@ -55,8 +56,9 @@ class Hub:
         try:
             return self.topics.subscribe(session, uri)
         except SubscriptionLimitExceeded as e:
-            self.log.warn("{session} refused subscription to {topic}: {why}",
-                          session=session.session_id, topic=clip(uri), why=str(e))
+            self._repeats.warn(("subscription limit", session.session_id),
+                               "{session} refused subscription to {topic}: {why}",
+                               session=session.session_id, topic=clip(uri), why=str(e))
             raise SubscriptionDenied(str(e)) from None
 
     def detach(self, session: Any) -> list:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from oro_sync.core.policy import IPubSubPolicy, SubscriptionDenied
@@ -30,7 +31,7 @@ from oro_sync.core.profiles import ratchet_eligible, ratchet_exclude
 from oro_sync.core.publish import PublishRequest
 from oro_sync.core.topic import Topic
 from oro_sync.interfaces import IPushableTopic, ITopicPeriodicTimer
-from oro_sync.logs import Logger, clip
+from oro_sync.logs import Logger, RepeatLimiter, clip
 from oro_sync.oro.routing import Router, RoutingError, WampRequest
 
 
@@ -44,6 +45,8 @@ class OroPubSub:
                  may_publish: Callable[[Any, WampRequest], bool] | None = None,
                  observer: Any = None, metrics: Any = None):
         self.hub = hub
+        #: A client's repeated refusals are counted, not logged one by one.
+        self.repeats = RepeatLimiter(self.log)
         #: Counts handler errors (an oro_sync.core.metrics.Metrics), if set.
         self.metrics = metrics
         #: Gets onClientSubscribed/onClientUnsubscribed(session, uri), if set.
@@ -68,8 +71,9 @@ class OroPubSub:
     def subscribe(self, session: Any, topic_uri: str) -> None:
         request = self.router.match(topic_uri)
         if request is None:
-            self.log.info("{session} subscribed to unrouted topic {topic}: ignored",
-                          session=session.session_id, topic=clip(topic_uri))
+            self.repeats.info(("unrouted subscribe", session.session_id),
+                              "{session} subscribed to unrouted topic {topic}: ignored",
+                              session=session.session_id, topic=clip(topic_uri))
             raise SubscriptionDenied(f"no route for {clip(topic_uri)}")
         topic = self.hub.subscribe(session, topic_uri)  # SubscriptionDenied over the limit
         if topic is None:
@@ -106,14 +110,16 @@ class OroPubSub:
         topic_uri = publish.topic
         request = self.router.match(topic_uri)
         if request is None:
-            self.log.info("{session} published to unrouted topic {topic}: dropped",
-                          session=session.session_id, topic=clip(topic_uri))
+            self.repeats.info(("unrouted publish", session.session_id),
+                              "{session} published to unrouted topic {topic}: dropped",
+                              session=session.session_id, topic=clip(topic_uri))
             return False
         if self.may_publish is not None and not self.may_publish(session, request):
             identity = getattr(session, "identity", None)
-            self.log.warn("{user} ({session}) may not publish to {topic}: dropped",
-                          user=getattr(identity, "username", "?"), session=session.session_id,
-                          topic=topic_uri)
+            self.repeats.warn(("publish refused", session.session_id),
+                              "{user} ({session}) may not publish to {topic}: dropped",
+                              user=getattr(identity, "username", "?"), session=session.session_id,
+                              topic=clip(topic_uri))
             return False
         # The publisher need not be subscribed; a topic nobody is in still
         # reaches other nodes through the broker.
@@ -169,14 +175,19 @@ class OroPubSub:
         except SubscriptionDenied:
             if method == "onSubscribe":  # the one place a refusal means something
                 raise
-            self._failed(handler, method, uri, event)
+            self._failed(handler, method, uri, event, args)
         except Exception:
-            self._failed(handler, method, uri, event)
+            self._failed(handler, method, uri, event, args)
 
-    def _failed(self, handler: Any, method: str, uri: str, event: Any) -> None:
+    def _failed(self, handler: Any, method: str, uri: str, event: Any, args: tuple = ()) -> None:
         """Log a handler's failure (called in its ``except``: the traceback is
         the one being handled) and count it."""
         if self.metrics is not None:
             self.metrics.counters["handler_errors"] += 1
-        self.log.failure("{handler}.{method} failed on topic {topic} (event: {event!r})",
-                         handler=handler.getName(), method=method, topic=uri, event=event)
+        # error, not critical: a client's event may be what made it fail.
+        # (onSubscribe, onPublish...: the first argument is the client's session.)
+        client = getattr(args[0], "session_id", None) if args else None
+        if self.repeats.first(("handler failed", handler.getName(), method, client)):
+            self.log.failure("{handler}.{method} failed on topic {topic} (event: {event})",
+                             handler=handler.getName(), method=method, topic=clip(uri),
+                             event=clip(repr(event)), level=LogLevel.error)

@@ -240,18 +240,25 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
 class Router:
     """Ordered routes and the lookup from topic URI to :class:`WampRequest`."""
 
-    def __init__(self, routes: Iterable[Route] = ()):
+    #: Longest value a placeholder captures by default: a longer segment
+    #: does not match (client input must not become megabytes of attributes
+    #: and topic names).
+    MAX_PLACEHOLDER_LENGTH = 128
+
+    def __init__(self, routes: Iterable[Route] = (), max_placeholder_length: int = MAX_PLACEHOLDER_LENGTH):
+        self.max_placeholder_length = max_placeholder_length
         self._routes: dict[str, Route] = {}
         for route in routes:
             self._routes[route.name] = route
         self._reindex()
 
     @classmethod
-    def from_files(cls, paths: Iterable[str]) -> "Router":
+    def from_files(cls, paths: Iterable[str],
+                   max_placeholder_length: int = MAX_PLACEHOLDER_LENGTH) -> "Router":
         routes: list[Route] = []
         for path in expand_paths(paths):
             routes.extend(load_routing_file(path))
-        return cls(routes)
+        return cls(routes, max_placeholder_length)
 
     @property
     def routes(self) -> list[Route]:
@@ -287,8 +294,11 @@ class Router:
         if wild:
             candidates = sorted(candidates + wild, key=lambda c: c[0])
         result = None
+        longest = self.max_placeholder_length
         for _, route in candidates:
             attributes = route.match(parts)
+            if attributes is not None and longest and any(len(v) > longest for v in attributes.values()):
+                attributes = None
             if attributes is not None:
                 result = WampRequest(route.name, route, uri, attributes)
                 break

@@ -24,7 +24,7 @@ from zope.interface import implementer
 from oro_sync.core.policy import SubscriptionDenied
 from oro_sync.core.topic import Topic
 from oro_sync.interfaces import ITopic, ITopicPeriodicTimer
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, RepeatLimiter, clip
 
 __all__ = [
     "AbstractTopic", "BroadcastTopic", "SecuredTopic", "SyncFailTopic", "Topic",
@@ -101,9 +101,13 @@ class SecuredTopic(BroadcastTopic):
 
     def deny(self, connection: Any, topic: Topic, request: Any) -> None:
         identity = getattr(connection, "identity", None)
-        self.log.warn("{user} ({session}) may not subscribe to {topic}",
-                      user=getattr(identity, "username", "?"), session=connection.session_id,
-                      topic=topic.uri)
+        repeats = self.__dict__.get("_repeats")
+        if repeats is None:
+            repeats = self._repeats = RepeatLimiter(self.log)
+        repeats.warn(("subscribe refused", connection.session_id),
+                     "{user} ({session}) may not subscribe to {topic}",
+                     user=getattr(identity, "username", "?"), session=connection.session_id,
+                     topic=clip(topic.uri))
         notice = f'You are not allowed to subscribe on topic "{topic.uri}".' if self.denial_frame else None
         raise SubscriptionDenied(f"{topic.uri} is for another user", notice)
 

@@ -74,6 +74,8 @@ class SessionServices:
     metrics: Any
     server_ident: str = "oro-sync"
     max_prefixes: int = 256
+    #: Longest topic or procedure URI a client may use (after CURIE expansion).
+    max_uri_length: int = 512
 
 
 def own_procedure(conn: Any, services: SessionServices, uri: str) -> Any:

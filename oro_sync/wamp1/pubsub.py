@@ -15,7 +15,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from oro_sync.logs import Logger
+from twisted.logger import LogLevel
+
+from oro_sync.logs import Logger, clip
 from zope.interface import implementer
 
 from oro_sync.core.policy import IPubSubPolicy, SubscriptionDenied
@@ -145,7 +147,8 @@ class AutobahnPubSub:
             try:
                 allowed = reg.sub_handler(prefix, suffix)
             except Exception:
-                self.log.failure("subscription handler failed for {topic}", topic=topic_uri)
+                self.log.failure("subscription handler failed for {topic}", topic=clip(topic_uri),
+                                 level=LogLevel.error)
                 raise SubscriptionDenied("the subscription handler failed") from None
             if not allowed:
                 raise SubscriptionDenied("refused by the subscription handler")
@@ -168,7 +171,8 @@ class AutobahnPubSub:
             try:
                 event = reg.pub_handler(prefix, suffix, event)
             except Exception:
-                self.log.failure("publication handler failed for {topic}", topic=topic_uri)
+                self.log.failure("publication handler failed for {topic}", topic=clip(topic_uri),
+                                 level=LogLevel.error)
                 return False
             if event is None:
                 return False

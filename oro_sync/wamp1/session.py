@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from oro_sync.core.frames import text_frame
@@ -20,7 +21,7 @@ from oro_sync.core.payload import Payload
 from oro_sync.core.policy import SubscriptionDenied
 from oro_sync.core.publish import PublishRequest, new_id
 from oro_sync.core.session import ISession, new_session_id
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, RepeatLimiter, clip
 from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, own_procedure
 from oro_sync.wamp.rpc import error_triple
 from oro_sync.wamp1 import messages as m
@@ -29,6 +30,9 @@ from oro_sync.wamp1 import messages as m
 SUBPROTOCOL = "wamp"
 #: Longest prefix + URI of one PREFIX (256 of them per connection by default).
 MAX_PREFIX_CHARS = 2048
+
+
+_repeats = RepeatLimiter(Logger())  # keyed by session id: one line per client and interval
 
 
 def encode_event(topic: Any, event: Any, publication_id: int = 0) -> bytes:
@@ -70,7 +74,8 @@ class Wamp1Session(SessionBase):
             msg = m.parse_message(payload)
         except m.ProtocolError as e:
             if e.call_id is not None:
-                self._log.info("{session} sent a bad CALL: {why}", session=self.session_id, why=e.reason)
+                _repeats.info(("bad CALL", self.session_id), "{session} sent a bad CALL: {why}",
+                              session=self.session_id, why=e.reason)
                 self._send(m.call_error(e.call_id, m.ERROR_INVALID_CALL, e.reason))
             else:
                 self._reject(e.reason, e.code)
@@ -79,13 +84,26 @@ class Wamp1Session(SessionBase):
         if kind is m.Publish:
             self._publish(msg)
         elif kind is m.Subscribe:
-            self._subscribe(m.resolve_curie(msg.topic_uri, self.prefixes))
+            uri = m.resolve_curie(msg.topic_uri, self.prefixes)
+            if self._uri_ok(uri):
+                self._subscribe(uri)
         elif kind is m.Unsubscribe:
-            self.services.policy.unsubscribe(self, m.resolve_curie(msg.topic_uri, self.prefixes))
+            uri = m.resolve_curie(msg.topic_uri, self.prefixes)
+            if self._uri_ok(uri):
+                self.services.policy.unsubscribe(self, uri)
         elif kind is m.Call:
             self._call(msg)
         else:
             self._prefix(msg)
+
+    def _uri_ok(self, uri: str) -> bool:
+        """Topic URIs are bounded: a connection's subscriptions must not hold
+        megabytes (WAMP v1 has no error for SUBSCRIBE, so the connection closes)."""
+        limit = self.services.max_uri_length
+        if limit and len(uri) > limit:
+            self._reject(f"topic URIs may hold at most {limit} characters", m.CLOSE_POLICY_VIOLATION)
+            return False
+        return True
 
     # -- pub/sub ---------------------------------------------------------------------
 
@@ -100,7 +118,10 @@ class Wamp1Session(SessionBase):
     def _publish(self, msg: m.Publish) -> None:
         if not self.conn.allow_publish():
             return
-        request = PublishRequest(m.resolve_curie(msg.topic_uri, self.prefixes), msg.event,
+        uri = m.resolve_curie(msg.topic_uri, self.prefixes)
+        if not self._uri_ok(uri):
+            return
+        request = PublishRequest(uri, msg.event,
                                  self.session_id, new_id(), exclude_me=msg.exclude_me,
                                  exclude_flag=msg.flag_truthy, exclude=msg.exclude,
                                  eligible=msg.eligible)
@@ -120,6 +141,11 @@ class Wamp1Session(SessionBase):
 
     def _call(self, msg: m.Call) -> None:
         uri = m.resolve_curie(msg.proc_uri, self.prefixes)
+        limit = self.services.max_uri_length
+        if limit and len(uri) > limit:
+            self._send(m.call_error(msg.call_id, m.ERROR_INVALID_CALL,
+                                    f"procedure URIs may hold at most {limit} characters"))
+            return
         proc = own_procedure(self.conn, self.services, uri)
         if proc is None:
             self._send(m.call_error(msg.call_id, m.ERROR_NO_SUCH_RPC_ENDPOINT,
@@ -140,7 +166,7 @@ class Wamp1Session(SessionBase):
     def _call_failed(self, failure: Any, call_id: str, uri: str) -> None:
         uri_, desc, details = error_triple(failure.value)
         if uri_ == m.ERROR_INTERNAL:
-            self._log.failure("procedure {uri} failed", failure, uri=uri)
+            self._log.failure("procedure {uri} failed", failure, uri=clip(uri), level=LogLevel.error)
         try:
             text = m.call_error(call_id, uri_, desc, details)
         except (TypeError, ValueError):

@@ -16,6 +16,12 @@ session id, authid and authrole in the INVOCATION details); other callees
 do not, so users cannot see each other -- except that a backend caller's
 ``disclose_me`` is honoured (a user's is not).
 
+Callees are protected from callers: at most ``max_callee_invocations`` calls
+in flight to one callee, each INVOCATION at most ``max_call_size`` bytes;
+callers beyond get ERROR ``oro_sync.error.callee_busy`` or
+``oro_sync.error.call_too_large`` (so many large calls to a slow callee can
+no longer fill its output and get it cut off as a slow consumer).
+
 Bounded: a session holds at most :data:`MAX_REGISTRATIONS` registrations of
 URIs of at most :data:`MAX_URI_CHARS` characters and has at most
 :data:`MAX_PENDING_CALLS` calls in flight.  Calls in flight are indexed per
@@ -38,6 +44,12 @@ ERROR_PROCEDURE_EXISTS = "wamp.error.procedure_already_exists"
 ERROR_CANCELED = m.ERROR_CANCELED
 ERROR_TOO_MANY_CALLS = "oro_sync.error.too_many_calls"
 ERROR_TOO_MANY_REGISTRATIONS = "oro_sync.error.too_many_registrations"
+ERROR_CALLEE_BUSY = "oro_sync.error.callee_busy"
+ERROR_CALL_TOO_LARGE = "oro_sync.error.call_too_large"
+
+#: Defaults of the callee's protection (see Dealer).
+MAX_CALLEE_INVOCATIONS = 32
+MAX_CALL_SIZE = 64 * 1024
 
 
 class _Invocation:
@@ -72,10 +84,18 @@ class Dealer:
     (invocation id -> invocation, as callee).
     """
 
-    def __init__(self, new_id: Any, clock: Any = None):
+    def __init__(self, new_id: Any, clock: Any = None, *,
+                 max_callee_invocations: int = MAX_CALLEE_INVOCATIONS,
+                 max_call_size: int = MAX_CALL_SIZE):
         self._new_id = new_id
         #: For call timeouts (None: the reactor, looked up when first needed).
         self._clock = clock
+        #: A callee's output is protected from its callers: at most this many
+        #: invocations in flight to it, each at most ``max_call_size`` bytes
+        #: as the callee's serializer encodes it (0: no bound); callers beyond
+        #: get an ERROR, the callee stays.
+        self.max_callee_invocations = max_callee_invocations
+        self.max_call_size = max_call_size
         #: procedure URI -> (registration id, callee session)
         self.registrations: dict[str, tuple[int, Any]] = {}
         self._uris: dict[int, str] = {}
@@ -140,10 +160,12 @@ class Dealer:
             caller.send(m.error(m.CALL, msg.request_id, ERROR_TOO_MANY_CALLS,
                                 [f"at most {MAX_PENDING_CALLS} calls in flight per session, with distinct ids"]))
             return True
+        limit = self.max_callee_invocations
+        if limit and len(callee.invocations) >= limit:
+            caller.send(m.error(m.CALL, msg.request_id, ERROR_CALLEE_BUSY,
+                                [f"{msg.procedure} has {limit} calls in flight: try again later"]))
+            return True
         inv = _Invocation(self._new_id(), caller, msg.request_id, callee, receive_progress)
-        caller.calls[msg.request_id] = inv
-        callee.invocations[inv.id] = inv
-        self.in_flight += 1
         details: dict = {}
         # A trusted callee learns who called; a backend caller may disclose
         # itself to anyone; users are never shown to users.
@@ -156,8 +178,23 @@ class Dealer:
             details["receive_progress"] = True
         if timeout:
             details["timeout"] = msg.options["timeout"]
+        # Encoded once, in the callee's serializer: the size bound applies to
+        # what would enter the callee's output queue.
+        data = callee.encode(m.invocation(inv.id, reg, msg.args, msg.kwargs, details or None))
+        if data is None:
+            caller.send(m.error(m.CALL, msg.request_id, m.ERROR_RUNTIME,
+                                ["the call's arguments cannot be sent to its callee"]))
+            return True
+        if self.max_call_size and len(data) > self.max_call_size:
+            caller.send(m.error(m.CALL, msg.request_id, ERROR_CALL_TOO_LARGE,
+                                [f"call arguments over {self.max_call_size} bytes"]))
+            return True
+        caller.calls[msg.request_id] = inv
+        callee.invocations[inv.id] = inv
+        self.in_flight += 1
+        if timeout:
             inv.timer = self._clock_now().callLater(timeout, self._timed_out, inv)
-        callee.send(m.invocation(inv.id, reg, msg.args, msg.kwargs, details or None))
+        callee.send_encoded(data)
         return True
 
     def _clock_now(self) -> Any:

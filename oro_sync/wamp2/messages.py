@@ -191,14 +191,20 @@ def valid_uri(value: Any) -> bool:
     return True
 
 
+#: Longest URI (topic, procedure, realm, error) by default: what a
+#: subscription or registration may keep in memory.
+MAX_URI_CHARS = 512
+
+
 class _Reader:
     """Field access for one message, raising the right error for each field."""
 
-    __slots__ = ("msg", "name", "kind", "request_id")
+    __slots__ = ("msg", "name", "kind", "request_id", "max_uri")
 
-    def __init__(self, msg: list, name: str, kind: int):
+    def __init__(self, msg: list, name: str, kind: int, max_uri: int = MAX_URI_CHARS):
         self.msg, self.name, self.kind = msg, name, kind
         self.request_id: int | None = None
+        self.max_uri = max_uri
 
     def bad(self, reason: str, error_uri: str = ERROR_INVALID_ARGUMENT) -> Exception:
         if self.request_id is None:
@@ -231,6 +237,8 @@ class _Reader:
         value = self.msg[i]
         if not valid_uri(value):
             raise self.bad(f"invalid {what} URI", ERROR_INVALID_URI)
+        if self.max_uri and len(value) > self.max_uri:
+            raise self.bad(f"{what} URI longer than {self.max_uri} characters", ERROR_INVALID_URI)
         return value
 
     def payload(self, i: int) -> tuple[list | None, dict | None]:
@@ -259,20 +267,21 @@ def _bool_option(r: _Reader, options: dict, key: str, default: bool) -> bool:
     return value
 
 
-def parse_message(payload: bytes | str) -> Message:
+def parse_message(payload: bytes | str, max_uri: int = MAX_URI_CHARS) -> Message:
     """Parse and validate one client-to-router WAMP v2 message (JSON)."""
-    return parse_value(decode_json(payload))
+    return parse_value(decode_json(payload), max_uri)
 
 
-def parse_value(msg: Any) -> Message:
-    """Validate one decoded client-to-router message (any serializer)."""
+def parse_value(msg: Any, max_uri: int = MAX_URI_CHARS) -> Message:
+    """Validate one decoded client-to-router message (any serializer); URIs
+    longer than ``max_uri`` characters are refused (0: no bound)."""
     if not isinstance(msg, list) or not msg:
         raise ProtocolError("a WAMP message must be a non-empty array")
     kind = msg[0]
     if not isinstance(kind, int) or isinstance(kind, bool):
         raise ProtocolError("a WAMP message must start with an integer type id")
     if kind == PUBLISH:
-        r = _Reader(msg, "PUBLISH", kind)
+        r = _Reader(msg, "PUBLISH", kind, max_uri)
         r.length(4, 6)
         req = r.request()
         options = r.dict(2, "Options")
@@ -286,7 +295,7 @@ def parse_value(msg: Any) -> Message:
     if kind == SUBSCRIBE or kind == REGISTER:
         # [kind, Request, Options, URI]: SUBSCRIBE a topic, REGISTER a procedure.
         topic = kind == SUBSCRIBE
-        r = _Reader(msg, "SUBSCRIBE" if topic else "REGISTER", kind)
+        r = _Reader(msg, "SUBSCRIBE" if topic else "REGISTER", kind, max_uri)
         r.length(4, 4)
         req = r.request()
         options = r.dict(2, "Options")
@@ -298,14 +307,14 @@ def parse_value(msg: Any) -> Message:
     if kind == UNSUBSCRIBE or kind == UNREGISTER:
         # [kind, Request, id]: the SUBSCRIBED or REGISTERED id to give back.
         topic = kind == UNSUBSCRIBE
-        r = _Reader(msg, "UNSUBSCRIBE" if topic else "UNREGISTER", kind)
+        r = _Reader(msg, "UNSUBSCRIBE" if topic else "UNREGISTER", kind, max_uri)
         r.length(3, 3)
         req = r.request()
         if topic:
             return Unsubscribe(req, r.id(2, "subscription id"))
         return Unregister(req, r.id(2, "registration id"))
     if kind == CALL:
-        r = _Reader(msg, "CALL", kind)
+        r = _Reader(msg, "CALL", kind, max_uri)
         r.length(4, 6)
         req = r.request()
         options = r.dict(2, "Options")
@@ -313,19 +322,19 @@ def parse_value(msg: Any) -> Message:
         args, kwargs = r.payload(4)
         return Call(req, options, procedure, args, kwargs)
     if kind == CANCEL:
-        r = _Reader(msg, "CANCEL", kind)
+        r = _Reader(msg, "CANCEL", kind, max_uri)
         r.length(3, 3)
         req = r.id(1, "CALL request id")
         return Cancel(req, r.dict(2, "Options"))
     if kind == YIELD:
-        r = _Reader(msg, "YIELD", kind)
+        r = _Reader(msg, "YIELD", kind, max_uri)
         r.length(3, 5)
         req = r.id(1, "INVOCATION request id")
         options = r.dict(2, "Options")
         args, kwargs = r.payload(3)
         return Yield(req, options, args, kwargs)
     if kind == ERROR:
-        r = _Reader(msg, "ERROR", kind)
+        r = _Reader(msg, "ERROR", kind, max_uri)
         r.length(5, 7)
         if msg[1] != INVOCATION:
             raise ProtocolError("a client may send ERROR only for an INVOCATION")
@@ -335,7 +344,7 @@ def parse_value(msg: Any) -> Message:
         args, kwargs = r.payload(5)
         return Error(INVOCATION, req, details, error, args, kwargs)
     if kind == HELLO:
-        r = _Reader(msg, "HELLO", kind)
+        r = _Reader(msg, "HELLO", kind, max_uri)
         r.length(3, 3)
         realm = r.uri(1, "realm")
         details = r.dict(2, "Details")
@@ -351,7 +360,7 @@ def parse_value(msg: Any) -> Message:
         return Authenticate(msg[1], r.dict(2, "Extra"))
     if kind == GOODBYE or kind == ABORT:
         name = "GOODBYE" if kind == GOODBYE else "ABORT"
-        r = _Reader(msg, name, kind)
+        r = _Reader(msg, name, kind, max_uri)
         r.length(3, 3)
         details = r.dict(1, "Details")
         reason = r.uri(2, "reason")

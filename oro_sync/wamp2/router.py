@@ -36,12 +36,14 @@ class Wamp2Router:
     def __init__(self, hub: Any, realms: frozenset[str] | None = None,
                  may_register: Callable[[Any], bool] = lambda identity: False,
                  clock: Any = None,
-                 may_use_meta: Callable[[Any], bool] = lambda identity: False):
+                 may_use_meta: Callable[[Any], bool] = lambda identity: False,
+                 **dealer_limits: int):
         self.hub = hub
         self.realms = realms
         self.may_register = may_register
         self.may_use_meta = may_use_meta
-        self.dealer = Dealer(new_id, clock)
+        #: dealer_limits: Dealer's max_callee_invocations / max_call_size.
+        self.dealer = Dealer(new_id, clock, **dealer_limits)
         self._subscription_ids: dict[str, int] = {}
         self._uris_by_id: dict[int, str] = {}
         self.meta = MetaApi(hub.presence, self.subscription_id, self._uris_by_id.get, self._deliver_meta)

@@ -35,13 +35,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import TimeoutError, maybeDeferred
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from oro_sync.core.payload import from_v2
 from oro_sync.core.policy import SubscriptionDenied
 from oro_sync.core.publish import PublishRequest, new_id
 from oro_sync.core.session import ISession
-from oro_sync.logs import Logger, clip
+from oro_sync.logs import Logger, RepeatLimiter, clip
 from oro_sync.wamp.contract import IWampSession, SessionBase, SessionServices, own_procedure
 from oro_sync.wamp.rpc import ERROR_INTERNAL, error_triple
 from oro_sync.wamp2 import messages as m
@@ -56,6 +57,9 @@ SUBPROTOCOL = "wamp.2.json"
 
 #: A session id no session has (core ids are never empty): "deliver to nobody".
 NOBODY = ""
+
+
+_repeats = RepeatLimiter(Logger())  # keyed by session id: one line per client and interval
 
 
 def _new_session_id() -> str:
@@ -117,7 +121,7 @@ class Wamp2Session(OpeningMixin, SessionBase):
                        1003)
             return
         try:
-            msg = m.parse_value(serializer.decode(payload))
+            msg = m.parse_value(serializer.decode(payload), self.services.max_uri_length)
         except SerializationError as e:
             self.abort(e.reason)
             return
@@ -128,7 +132,8 @@ class Wamp2Session(OpeningMixin, SessionBase):
             if not self.established:
                 self.abort(e.reason)
                 return
-            self._log.info("{session} sent a bad request: {why}", session=self.session_id, why=e.reason)
+            _repeats.info(("bad request", self.session_id), "{session} sent a bad request: {why}",
+                          session=self.session_id, why=e.reason)
             self.send(m.error(e.request_type, e.request_id, e.error_uri, [e.reason]))
             return
         kind = type(msg)
@@ -335,7 +340,7 @@ class Wamp2Session(OpeningMixin, SessionBase):
             return
         error_uri, desc, details = error_triple(failure.value)
         if error_uri == ERROR_INTERNAL:
-            self._log.failure("procedure {uri} failed", failure, uri=uri)
+            self._log.failure("procedure {uri} failed", failure, uri=clip(uri), level=LogLevel.error)
             error_uri = m.ERROR_RUNTIME
         args = [desc] if details is None else [desc, details]
         encode = self.serializer.encode
@@ -348,19 +353,30 @@ class Wamp2Session(OpeningMixin, SessionBase):
 
     # -- outgoing ---------------------------------------------------------------
 
-    def send(self, msg: list) -> None:
+    def encode(self, msg: list) -> Any:
+        """``msg`` in this session's serializer, or None (logged) when it
+        cannot be encoded there."""
         serializer = self.serializer
         try:
-            data = serializer.encode(msg)
+            return serializer.encode(msg)
         except (OverflowError, TypeError, ValueError, RecursionError) as e:
             # Client input is bounded for every serializer; this is a value
             # from the server's side: never let it cost another connection.
             self._log.error("{session}: a message of type {kind} cannot be sent in {serializer}: {why}",
                             session=self.session_id, kind=msg[0], serializer=serializer.name, why=str(e))
+            return None
+
+    def send(self, msg: list) -> None:
+        data = self.encode(msg)
+        if data is None:
             if msg[0] != m.RESULT:
                 return
-            data = serializer.encode(m.error(m.CALL, msg[1], m.ERROR_RUNTIME, ["result cannot be serialized"]))
-        self.conn.send_message(data, serializer.binary)
+            data = self.serializer.encode(m.error(m.CALL, msg[1], m.ERROR_RUNTIME, ["result cannot be serialized"]))
+        self.send_encoded(data)
+
+    def send_encoded(self, data: Any) -> None:
+        """Send what :meth:`encode` returned."""
+        self.conn.send_message(data, self.serializer.binary)
 
     def abort(self, reason: str, code: int = 1002) -> None:
         """Abort the session for a protocol violation: ABORT, then close."""

@@ -17,6 +17,7 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from oro_sync.auth.origins import fix_schemeless_origin
@@ -25,15 +26,17 @@ from oro_sync.identity import Identity
 from oro_sync.logs import Logger
 from oro_sync.wamp.contract import IConnection
 from oro_sync.websocket.api08 import PerConnectionRegistrations
+from oro_sync.websocket.header_gate import HeaderGate
 from oro_sync.websocket.keepalive import PingPolicy, enable_tcp_keepalive
 from oro_sync.websocket.kernel_write import batches, buffered_bytes
 from oro_sync.websocket.limits import TokenBucket
+from oro_sync.websocket.read_throttle import ReadThrottle
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
 @implementer(IConnection, IPushProducer)
-class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProtocol):
+class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, HeaderGate, WebSocketServerProtocol):
     """A WebSocket connection carrying one WAMP v1 or v2 session.
 
     It is also the push producer of its transport: while the peer does not
@@ -79,15 +82,49 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
     # -- connection and handshake ----------------------------------------------
 
     def connectionMade(self) -> None:
-        self._peer_host = getattr(self.transport.getPeer(), "host", "")
-        self.factory.connectionCounted(self._peer_host, +1)
         enable_tcp_keepalive(self.transport, self.factory.limits)
-        super().connectionMade()
+        super().connectionMade()  # HeaderGate: counting and accept-time limits
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.factory.connectionCounted(self._peer_host, -1)
+        self.factory.inputHeld -= self._input_held
+        self._input_held = 0
+        self.factory.outputCaughtUp(self)
         self._handshake_done()
-        super().connectionLost(reason)
+        self._cancel_resume_timer()
+        super().connectionLost(reason)  # HeaderGate: counting, then Autobahn
+
+    #: Bytes of this connection's unparsed input counted in factory.inputHeld,
+    #: and the payload received of the message being assembled.
+    _input_held = 0
+    _partial = 0
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        self._partial += len(payload)
+        super().onMessageFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        self._partial = 0
+        super().onMessageEnd()
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)  # HeaderGate, then Autobahn
+        if self._autobahn_started:
+            self.account_input()
+
+    def account_input(self) -> None:
+        """The total budget for buffered input: what clients sent and is not
+        parsed yet (partial messages, frames read before a rate pause)."""
+        factory = self.factory
+        held = len(self.data) + self._partial
+        factory.inputHeld += held - self._input_held
+        self._input_held = held
+        budget = factory.limits.max_total_input_buffer
+        if budget and factory.inputHeld > budget and held > 65536 and self.state == _OPEN:
+            factory.metrics.counters["input_budget_closed"] += 1
+            factory.repeats.warn(("input_budget", self._peer_host),
+                                 "{peer} ({session}): the server's input budget is exhausted: closing",
+                                 peer=self.peer, session=self.session_id)
+            self.close(1009, "server input budget exhausted")
 
     def _handshake_done(self) -> None:
         if self._handshaking:
@@ -95,16 +132,28 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
             self.factory.handshakeEnded()
 
     def processHandshake(self) -> Any:
+        # HeaderGate hands Autobahn only complete (and bounded) request heads.
         if not self._origin_fixed:
             end = self.data.find(b"\r\n\r\n")
             if end >= 0:
                 self._origin_fixed = True
                 self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
+        else:
+            limit = self.factory.limits.max_request_header
+            if limit and len(self.data) > limit:
+                # Bytes sent before the 101 (the ticket is still being
+                # checked): a WebSocket client has no business sending any.
+                self.wasClean = False
+                self.dropConnection(abort=True)
+                return None
         return super().processHandshake()
 
     def _refuse(self, reason: str, status: int, why: str) -> None:
         self.factory.metrics.refused(reason)
-        self._log.warn("refusing {peer}: {why}", peer=self.peer, why=why)
+        # One line per refusal, but the same refusal repeated by one address
+        # is counted rather than logged each time.
+        self.factory.repeats.warn(("refused", reason, self._peer_host, why[:200]),
+                                  "refusing {peer}: {why}", peer=self.peer, why=why)
         raise ConnectionDeny(status, why)
 
     def onConnect(self, request: Any) -> Any:
@@ -115,9 +164,7 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
         self._handshaking = True
         factory = self.factory
         factory.handshakeStarted()
-        refusal = factory.connectionRefusal(self._peer_host)
-        if refusal is not None:
-            self._refuse(refusal[0], ConnectionDeny.SERVICE_UNAVAILABLE, refusal[1])
+        # (Connection limits were applied at accept: see HeaderGate.)
         if factory.originPolicy is not None:
             why = factory.originPolicy.check(request.headers.get("origin"))
             if why is not None:
@@ -170,6 +217,8 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
         limits = factory.limits
         if limits.publish_rate:
             self._publish_bucket = TokenBucket(limits.publish_rate, limits.publish_burst, factory.clock)
+        if limits.message_rate and not getattr(self.identity, "backend", False):
+            self.start_message_budget(limits.message_rate, limits.message_burst)
         if limits.max_output_buffer:
             self.transport.registerProducer(self, True)
         if batches(self.transport):  # the fan-out fast path
@@ -294,12 +343,15 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
         # the number of events, so the buffer is measured every time.
         if self._over_output_limit():
             self._slow_consumer()
-        elif self._paused_check is None:
+            return
+        self.factory.outputLagging(self)
+        if self._paused_check is None:
             # Some transports (TLS) pause only once: keep checking while paused.
             self._paused_check = self.factory.clock.callLater(1.0, self._check_paused)
 
     def resumeProducing(self) -> None:
         self._cancel_paused_check()
+        self.factory.outputCaughtUp(self)
 
     def stopProducing(self) -> None:
         self._cancel_paused_check()
@@ -320,11 +372,18 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
     def _over_output_limit(self) -> bool:
         return buffered_bytes(self.transport) > self.factory.limits.max_output_buffer
 
-    def _slow_consumer(self) -> None:
+    def cutOff(self, why: str) -> None:
+        """Drop this peer as a slow consumer (``why`` is logged)."""
+        if self.state != self.STATE_CLOSED:
+            self._slow_consumer(why)
+
+    def _slow_consumer(self, why: str = "") -> None:
         self._cancel_paused_check()
-        self._log.warn("{peer} ({session}) does not read its events: closing "
-                       "(over {limit} bytes queued)", peer=self.peer, session=self.session_id,
-                       limit=self.factory.limits.max_output_buffer)
+        self.factory.outputCaughtUp(self)
+        self.factory.repeats.warn(("slow_consumer", self._peer_host),
+                                  "{peer} ({session}) does not read its events: closing ({why})",
+                                  peer=self.peer, session=self.session_id,
+                                  why=why or f"over {self.factory.limits.max_output_buffer} bytes queued")
         self.factory.metrics.counters["slow_consumers_closed"] += 1
         if self._queue is not None:
             self._queue.discard()
@@ -341,11 +400,14 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, WebSocketServerProt
         if self.state != _OPEN or self.session is None or self._left:
             return
         self.factory.metrics.counters["messages_in"] += 1
+        self.spend_message_budget()
         try:
             self.session.receive(payload, isBinary)
         except Exception:
-            # A bug behind the session must cost this connection at most, never the server.
-            self._log.failure("{session}: failed to handle a message", session=self.session_id)
+            # A bug behind the session must cost this connection at most, never
+            # the server; logged as an error (client input never reaches critical).
+            self._log.failure("{session}: failed to handle a message", session=self.session_id,
+                              level=LogLevel.error)
             self.close(1011, "internal error")
 
     # -- closing -------------------------------------------------------------------

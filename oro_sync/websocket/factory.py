@@ -21,7 +21,7 @@ from oro_sync import SERVER_IDENT
 from oro_sync.core.hub import Hub
 from oro_sync.core.metrics import Metrics
 from oro_sync.core.presence import ObservedPolicy
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, RepeatLimiter
 from oro_sync.wamp.contract import SessionServices
 from oro_sync.wamp.rpc import RpcRegistry
 from oro_sync.wamp1.pubsub import PUBLISH, SUBSCRIBE, AutobahnPubSub, PubSubRegistry
@@ -30,7 +30,7 @@ from oro_sync.wamp2.router import Wamp2Router
 from oro_sync.wamp2.serializers import SERIALIZERS
 from oro_sync.wamp2.session import Wamp2Session
 from oro_sync.websocket.connection import WampConnection
-from oro_sync.websocket.kernel_write import KernelWriter
+from oro_sync.websocket.kernel_write import KernelWriter, buffered_bytes
 from oro_sync.websocket.limits import Limits
 from oro_sync.websocket.tuning import (
     CLOSE_HANDSHAKE_TIMEOUT, protocol_with_options, skip_pformat_unless_debug)
@@ -120,7 +120,8 @@ class WampServerFactory(WebSocketServerFactory):
         #: Presence (oro_sync.core.presence): told of sessions and subscriptions.
         self.presence = self.hub.presence
         self.services = SessionServices(ObservedPolicy(self._policy, self.presence), self.rpc,
-                                        self.metrics, serverIdent, maxPrefixes)
+                                        self.metrics, serverIdent, maxPrefixes,
+                                        max_uri_length=self.limits.max_uri_length)
         #: Session class by subprotocol, in the server's order of listing.
         self.sessionClasses: dict[str, type] = {WAMP1: Wamp1Session}
         #: Served to a client that offers no subprotocol.
@@ -128,12 +129,21 @@ class WampServerFactory(WebSocketServerFactory):
         self.wamp2 = Wamp2Router(self.hub, frozenset(wamp2Realms) if wamp2Realms else None,
                                  may_register=mayRegister, clock=reactor,
                                  may_use_meta=mayUseMeta if mayUseMeta is not None else (
-                                     _backends_only if authenticator is not None else _anyone))
+                                     _backends_only if authenticator is not None else _anyone),
+                                 max_callee_invocations=self.limits.max_callee_invocations,
+                                 max_call_size=self.limits.max_call_size)
         if wamp2:
             for subprotocol in SERIALIZERS:
                 self.sessionClasses[subprotocol] = Wamp2Session
         self._per_address: Counter = Counter()
         self._connections = 0
+        #: One log line per reason and client per interval (oro_sync.logs).
+        self.repeats = RepeatLimiter(self._log, reactor)
+        #: Connections whose output Twisted is holding (see outputLagging).
+        self._lagging: set = set()
+        self._lagging_checked = -1.0
+        #: Bytes of unparsed client input held by all connections together.
+        self.inputHeld = 0
         #: The listening port, for admission control (set by whoever listens).
         self.listeningPort: Any = None
         self._pending_handshakes = 0
@@ -225,6 +235,32 @@ class WampServerFactory(WebSocketServerFactory):
             self._accept_paused = False
             if port.connected:
                 port.startReading()
+
+    # -- the total memory budget for buffered output and input -----------------
+
+    def outputLagging(self, conn: Any) -> None:
+        """``conn``'s output is being held by Twisted (its peer reads slowly).
+
+        While the output held for all lagging peers together is over
+        ``limits.max_total_output_buffer``, the peers holding the most are
+        cut off as slow consumers (checked at most every 0.1 s: the sum
+        walks the lagging peers only)."""
+        self._lagging.add(conn)
+        budget = self.limits.max_total_output_buffer
+        now = self.clock.seconds()
+        if not budget or now - self._lagging_checked < 0.1:
+            return
+        self._lagging_checked = now
+        sizes = sorted(((buffered_bytes(c.transport), id(c), c) for c in self._lagging), reverse=True)
+        total = sum(size for size, _, _ in sizes)
+        for size, _, c in sizes:
+            if total <= budget:
+                break
+            total -= size
+            c.cutOff("the server's total output budget is exhausted")
+
+    def outputCaughtUp(self, conn: Any) -> None:
+        self._lagging.discard(conn)
 
     def connectionRefusal(self, host: str) -> tuple[str, str] | None:
         """(reason, text) when a new connection from ``host`` is over a limit, or None."""

@@ -41,6 +41,63 @@ class Limits:
     #: until half of them are done; keeps a reconnect storm from stalling
     #: delivery to the connected clients.
     max_pending_handshakes: int = 64
+    # -- hostile clients (see README, "Hostile clients") --
+    #: Longest topic / procedure URI (v1 after CURIE expansion, and v2);
+    #: subscriptions x this bounds what a connection's topics cost.
+    max_uri_length: int = 512
+    #: Longest value a route placeholder accepts (a longer one is unrouted).
+    max_placeholder_length: int = 128
+    #: Largest HTTP upgrade request (request line and headers): HTTP 431 beyond.
+    max_request_header: int = 8192
+    #: Seconds the upgrade request's header may take to arrive (shorter than
+    #: handshake_timeout, which also covers the ticket check).
+    header_timeout: float = 5.0
+    #: Client messages of every kind per second per connection, and the burst:
+    #: beyond it the server stops reading from that connection until the
+    #: budget refills (TCP holds the rest).  Backends are exempt.
+    message_rate: float = 100.0
+    message_burst: int = 200
+    #: Bytes of output buffered for all connections together: past it the
+    #: connection with the most queued output is cut off (as a slow consumer).
+    max_total_output_buffer: int = 256 * 1024 * 1024
+    #: Bytes of unparsed client input (partial messages) for all connections
+    #: together: past it, a connection holding over 64 KiB of it is closed (1009).
+    max_total_input_buffer: int = 128 * 1024 * 1024
+    #: WAMP v2 RPC: invocations in flight to one callee, and the largest
+    #: INVOCATION (bytes) a caller may send it; callers beyond get an ERROR.
+    #: (Their product stays under max_output_buffer, so callers can never get
+    #: a callee cut off as a slow consumer.)
+    max_callee_invocations: int = 32
+    max_call_size: int = 64 * 1024
+
+
+class MessageBudget:
+    """Every client message costs a token (``rate`` per second, ``burst`` saved).
+
+    Unlike the publish bucket nothing is dropped: when the budget is spent,
+    :meth:`spend` says how long to stop reading from the client, so a flood
+    waits in the kernel's buffers (and the client's) instead of in ours.
+    """
+
+    __slots__ = ("rate", "burst", "clock", "tokens", "last")
+
+    def __init__(self, rate: float, burst: int, clock: Any):
+        self.rate = rate
+        self.burst = float(max(burst, 1))
+        self.clock = clock
+        self.tokens = self.burst
+        self.last = clock.seconds()
+
+    def spend(self) -> float:
+        """Take a token; 0.0, or the seconds until the next token when none is left."""
+        now = self.clock.seconds()
+        tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return 0.0
+        self.tokens = tokens
+        return (1.0 - tokens) / self.rate
 
 
 class TokenBucket:
