@@ -20,7 +20,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "etc", "oro-sync.yml")
 #: A long listen queue: after a restart every browser reconnects at once.
 DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0:backlog=4096"
 
-_TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits"}
+_TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits", "pushers"}
 _SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout", "wamp2",
                 "wamp2_realms", "wamp2_registrations"}
 
@@ -61,6 +61,8 @@ class Config:
     auth: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    #: Backend pushers (Redis channel, AMQP, HTTP): see oro_sync.pushers.settings.
+    pushers: dict[str, Any] = field(default_factory=dict)
 
 
 def _expect(value: Any, kind: type | tuple, where: str) -> Any:
@@ -127,6 +129,7 @@ def parse_config(data: Any, path: str = "") -> Config:
     cfg.auth = dict(_expect(data.get("auth") or {}, dict, "'auth'"))
     cfg.origins = dict(_expect(data.get("origins") or {}, dict, "'origins'"))
     cfg.limits = dict(_expect(data.get("limits") or {}, dict, "'limits'"))
+    cfg.pushers = dict(_expect(data.get("pushers") or {}, dict, "'pushers'"))
     validate_sections(cfg)
     return cfg
 
@@ -155,6 +158,9 @@ def validate_sections(cfg: Config) -> None:
     allowed = cfg.origins.get("allowed") or []
     if not isinstance(allowed, list) or not all(isinstance(o, str) for o in allowed):
         raise ConfigError("origins.allowed must be a list of hosts or URLs")
+    from oro_sync.pushers.settings import parse_pushers
+
+    parse_pushers(cfg.pushers, str((cfg.auth or {}).get("secret") or ""))
     if not cfg.auth:
         return
     unknown = set(cfg.auth) - _AUTH_KEYS

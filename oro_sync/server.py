@@ -10,7 +10,7 @@ WebSocket factory.  Nothing is replaced on an object after it was built.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oro_sync.config import Config, ConfigError, build_limits, resolve_path, validate_sections
@@ -33,6 +33,8 @@ class OroServer:
     metrics: Metrics
     router: Router
     handlers: dict[str, Any]
+    #: Services of the backend pushers (oro_sync.pushers), none by default.
+    pushers: list = field(default_factory=list)
 
 
 def build_origin_policy(settings: dict[str, Any]) -> Any:
@@ -123,7 +125,11 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         mayRegister=registration_permission(config.server.wamp2_registrations),
         reactor=reactor,
     )
-    return OroServer(factory, verifier, metrics, router, handlers)
+    from oro_sync.pushers import build_pushers, parse_pushers
+
+    pushers = build_pushers(parse_pushers(config.pushers, str(config.auth.get("secret") or "")),
+                            policy, metrics, reactor)
+    return OroServer(factory, verifier, metrics, router, handlers, pushers)
 
 
 def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:

@@ -179,4 +179,8 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
     # goodbye before the digest workers go.
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,
                    ready=ready).setServiceParent(top)
+    # After the listener: backend pushers stop first, so nothing is pushed
+    # while clients are being told goodbye.
+    for pusher in server.pushers:
+        pusher.setServiceParent(top)
     return top
