@@ -27,6 +27,8 @@ class OroServer:
         self.factory = built.factory
         self.router = built.router
         self.handlers = built.handlers
+        #: The backend pushers' services (started by start_oro_server).
+        self.pushers = list(getattr(built, "pushers", []))
         self.port = port
         self.number = port.getHost().port
 
@@ -91,9 +93,13 @@ def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None) 
     factory = built.factory
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     server = OroServer(built, port)
+    for pusher in server.pushers:
+        pusher.startService()
 
     @defer.inlineCallbacks
     def stop():
+        for pusher in reversed(server.pushers):
+            yield defer.maybeDeferred(pusher.stopService)
         yield port.stopListening()
         for session in list(factory.hub.sessions.values()):
             session.connection.transport.abortConnection()
