@@ -58,6 +58,16 @@ class _Connection(TwistedProtocolConnection):
         self.pusher._lost(self, reason)
 
 
+class _ConnectionFactory(protocol.Factory):
+    noisy = False
+
+    def __init__(self, pusher: "AmqpPusher"):
+        self.pusher = pusher
+
+    def buildProtocol(self, addr: Any) -> _Connection:
+        return _Connection(self.pusher.parameters, self.pusher.reactor, self.pusher)
+
+
 class AmqpPusher(service.Service):
     """Consumes ``settings.queue`` while running."""
 
@@ -85,7 +95,7 @@ class AmqpPusher(service.Service):
         endpoint = endpoints.HostnameEndpoint(self.reactor, self.host, self.port, timeout=10)
         if self.tls:
             endpoint = endpoints.wrapClientTLS(ssl.optionsForClientTLS(self.host), endpoint)
-        factory = protocol.Factory.forProtocol(_Connection, self.parameters, self.reactor, self)
+        factory = _ConnectionFactory(self)
         self.client = ClientService(WatchedEndpoint(endpoint, self.outage), factory,
                                     retryPolicy=self.retry, clock=self.reactor,
                                     prepareConnection=self._prepare)
@@ -113,7 +123,9 @@ class AmqpPusher(service.Service):
         the whole connection if any step fails)."""
         s = self.settings
         try:
-            yield conn.ready
+            # ClientService hands us a proxy; ``ready`` fires with the
+            # protocol itself, which is what _lost() is told about.
+            conn = yield conn.ready
             channel = yield conn.channel()
             yield channel.exchange_declare(exchange=s.exchange, exchange_type="direct", durable=True)
             yield channel.queue_declare(queue=s.queue, durable=True)

@@ -93,8 +93,6 @@ def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None) 
     factory = built.factory
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     server = OroServer(built, port)
-    for pusher in server.pushers:
-        pusher.startService()
 
     @defer.inlineCallbacks
     def stop():
@@ -111,4 +109,6 @@ def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None) 
                     call.stop()
 
     testcase.addCleanup(stop)
+    for pusher in server.pushers:
+        pusher.startService()
     return server
