@@ -95,7 +95,7 @@ class CappedRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         cap = self.channel.site.max_body
         if cap and length is not None and length > cap:
-            self.content_too_large = True
+            self._cut()
             length = 0
         super().gotLength(length)
 
@@ -103,15 +103,22 @@ class CappedRequest(server.Request):
         cap = self.channel.site.max_body
         self._received += len(data)
         if self.content_too_large or (cap and self._received > cap):
-            self.content_too_large = True
+            self._cut()
             return
         super().handleContentChunk(data)
+
+    def _cut(self) -> None:
+        if not self.content_too_large:
+            self.content_too_large = True
+            self.channel.site.bodies_cut += 1
 
 
 class PushSite(server.Site):
     """A site for :class:`PublishResource` that caps request bodies."""
 
     requestFactory = CappedRequest
+    #: Request bodies not kept because they were over the limit.
+    bodies_cut = 0
 
     def __init__(self, root: Any, max_body: int):
         super().__init__(root)
