@@ -114,3 +114,69 @@ class SettingsTests(unittest.TestCase):
 
     def test_no_services_unless_asked(self) -> None:
         self.assertEqual(build_pushers(parse_pushers({}), None, None, task.Clock()), [])
+
+
+class DispatcherTests(unittest.TestCase):
+    """The dispatcher on a real hub and policy, without sockets."""
+
+    def make(self):
+        from contextlib import contextmanager
+
+        from oro_sync.core.broker import LocalBroker
+        from oro_sync.core.hub import Hub
+        from oro_sync.oro.pubsub import OroPubSub
+        from oro_sync.oro.routing import Router, compile_route
+        from oro_sync.oro.topics import BroadcastTopic
+        from oro_sync.pushers.dispatch import PushDispatcher
+        from tests.support.fakes import FakeSession
+
+        class ScopeRecordingBroker(LocalBroker):
+            """A local broker that notes whether each publication was made
+            under local_only (what a broker spanning nodes must honour)."""
+
+            local = False
+            seen: list = []
+
+            @contextmanager
+            def local_only(self):
+                self.local = True
+                try:
+                    yield
+                finally:
+                    self.local = False
+
+            def publish(self, publication):
+                self.seen.append((publication.event, self.local, publication.publication_id))
+                return super().publish(publication)
+
+        hub = Hub(broker=lambda topics: ScopeRecordingBroker(topics), clock=task.Clock())
+        route = compile_route("m", {"channel": "oro/maintenance", "handler": {"callback": "m"}})
+        policy = OroPubSub(hub, Router([route]), {"m": BroadcastTopic("m")})
+        s = FakeSession("S")
+        policy.subscribe(s, "oro/maintenance")
+        return hub, PushDispatcher(policy, DropLog(task.Clock())), s
+
+    def test_channel_pushes_stay_on_this_node_others_go_through_the_broker(self) -> None:
+        hub, dispatcher, s = self.make()
+        a = dispatcher.dispatch(b'{"topic": "oro/maintenance", "data": 1}', "redis", everywhere=True)
+        b = dispatcher.dispatch(b'{"topic": "oro/maintenance", "data": 2}', "amqp")
+        self.assertEqual(s.events(), [("oro/maintenance", 1), ("oro/maintenance", 2)])
+        self.assertEqual(hub.broker.seen, [(1, True, a.publication_id), (2, False, b.publication_id)])
+        self.assertNotEqual(a.publication_id, b.publication_id)
+        # One backend session per provider, with a backend identity.
+        session = dispatcher.session("redis")
+        self.assertTrue(session.identity.backend)
+        self.assertIs(dispatcher.session("redis"), session)
+        self.assertIsNot(dispatcher.session("amqp"), session)
+
+    def test_a_bug_is_contained(self) -> None:
+        hub, dispatcher, s = self.make()
+
+        def explode(name):
+            raise RuntimeError("bug")
+
+        dispatcher.policy.push_request = explode
+        result = dispatcher.dispatch(b'{"topic": "oro/maintenance", "data": 1}', "http")
+        self.assertFalse(result.delivered)
+        self.assertEqual(result.error.reason, "internal error")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -51,6 +51,17 @@ class BrokerBase:
                       eligible: Collection[str] | None = None) -> int:
         return self.publish(Publication.of(topic_uri, event, exclude, eligible, self._current_id))
 
+    @contextmanager
+    def local_only(self) -> Iterator[None]:
+        """Publications made inside reach this node's subscribers only.
+
+        For what every node receives anyway (a push on the Redis channel,
+        which each node subscribes to): handled on every node, it must not
+        also be sent to the others.  A broker spanning nodes overrides
+        this; a single node's broker is always local.
+        """
+        yield
+
     def publish(self, publication: Publication) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 

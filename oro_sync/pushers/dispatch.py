@@ -18,6 +18,7 @@ reason) and then one summary line per interval for the rest.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,9 +172,22 @@ class PushDispatcher:
             s = self._sessions[provider] = BackendSession(provider)
         return s
 
-    def dispatch(self, body: bytes | str, provider: str) -> PushResult:
+    def dispatch(self, body: bytes | str, provider: str, everywhere: bool = False) -> PushResult:
         """Deliver one pushed message; a bad one is counted, logged (rate
-        limited) and reported in the result, never raised."""
+        limited) and reported in the result, never raised.
+
+        ``everywhere``: every node of a cluster receives this message (the
+        Redis channel), so what the handlers publish stays on this node
+        (the broker's ``local_only``); otherwise (AMQP's competing consumers,
+        one HTTP request) one node handles it and the broker carries the
+        handlers' publications to the others.
+        """
+        broker = self.policy.hub.broker
+        scope = broker.local_only() if everywhere and hasattr(broker, "local_only") else nullcontext()
+        with scope:
+            return self._dispatch(body, provider)
+
+    def _dispatch(self, body: bytes | str, provider: str) -> PushResult:
         try:
             message = parse_push(body, self.max_message_size)
             request = self.policy.push_request(message.topic)

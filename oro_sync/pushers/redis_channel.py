@@ -10,7 +10,10 @@ reconnects with exponential back-off (txredisapi's pool slot, which uses
 Twisted's ClientService), subscribes again on every new connection, and
 logs the outage's start and end once (:class:`~oro_sync.pushers.outage.Outage`).
 Messages published while no subscriber was connected are lost: Redis
-pub/sub keeps nothing (use the AMQP pusher where that matters).
+pub/sub keeps nothing (use the AMQP pusher where that matters).  Every
+node of a cluster subscribes and handles each message, so what the
+handlers publish for it is delivered on that node only (the broker's
+``local_only``): each subscriber gets it once.
 """
 
 from __future__ import annotations
@@ -122,9 +125,14 @@ class RedisChannelPusher(service.Service):
         if not self.running:
             return
         d = proto.subscribe(self.settings.channel)
-        d.addCallbacks(lambda _: self._subscribed(proto),
-                       lambda f: self.log.error("Redis push channel: SUBSCRIBE failed: {why}",
-                                                why=f.getErrorMessage()))
+        d.addCallbacks(lambda _: self._subscribed(proto), lambda f: self._subscribe_failed(proto, f))
+
+    def _subscribe_failed(self, proto: _PushSubscriber, failure: Any) -> None:
+        # Start over on a new connection (with back-off) rather than stay
+        # connected and deaf.
+        self.outage.down(f"SUBSCRIBE failed: {failure.getErrorMessage()}")
+        if proto.transport is not None:
+            proto.transport.loseConnection()
 
     def _subscribed(self, proto: _PushSubscriber) -> None:
         if not proto.connected:
@@ -144,4 +152,5 @@ class RedisChannelPusher(service.Service):
     def received(self, message: Any) -> None:
         if isinstance(message, str):  # defensive: the factory asks for bytes
             message = message.encode("utf-8")
-        self.dispatcher.dispatch(message, PROVIDER)
+        # Every node subscribes to the channel: deliver on this node only.
+        self.dispatcher.dispatch(message, PROVIDER, everywhere=True)
