@@ -32,6 +32,10 @@ class IBroker(Interface):
         """:meth:`publish` for a bare event: the publication id is the one of
         the client publish being handled, or a new one."""
 
+    def local_only() -> Any:
+        """A context manager: publications made inside reach this node's
+        subscribers only (see :meth:`BrokerBase.local_only`)."""
+
 
 class BrokerBase:
     """What every broker shares: the publication id of the publish in progress."""
