@@ -39,6 +39,10 @@ class _PushSubscriber(txredisapi.SubscriberProtocol):
     factory: "_PushSubscriberFactory"
 
     def connectionMade(self) -> Any:
+        # A subscriber only listens: without keep-alive probes a peer that
+        # vanished without closing would never be noticed.
+        if hasattr(self.transport, "setTcpKeepAlive"):
+            self.transport.setTcpKeepAlive(True)
         d = super().connectionMade()
         self.whenConnected().addCallback(lambda _: self.factory.pusher._connected(self))
         return d
