@@ -85,7 +85,8 @@ class RedisPusherTests(unittest.TestCase):
         yield wait_for(lambda: self.pusher.subscriber is None, what="the lost connection")
         # Let a few reconnection attempts fail while Redis is down.
         yield wait_for(lambda: len(self.logs.matching("unreachable")) == 1, what="outage start")
-        yield threads.deferToThread(self.redis.start)
+        self.redis.spawn()
+        yield threads.deferToThread(self.redis.wait_ready)
         yield self.pusher.when_subscribed()
         self.publish(message("oro/maintenance", "after"))
         msg = yield c.next_message()

@@ -90,6 +90,13 @@ class _Server:
         return self.process.pid if self.process is not None else None
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process (from the reactor's thread: the parent-death
+        signal fires when the *thread* that started a child ends, so a
+        server spawned from a pool thread could die with that thread)."""
         with open(self.log_path, "ab") as out:
             out.write(f"--- starting on port {self.port}\n".encode())
             out.flush()
@@ -97,13 +104,18 @@ class _Server:
                                             stdin=subprocess.DEVNULL, stdout=out,
                                             stderr=subprocess.STDOUT, cwd=self.directory,
                                             env=self.environment())
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Poll until a client is served (blocking: may run in a thread)."""
+        process = self.process
+        assert process is not None, "not spawned"
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
-            if self.process.poll() is not None:
-                status, self.process = self.process.returncode, None
-                raise RuntimeError(f"{self.kind} exited with status {status} while starting:\n"
-                                   f"{_tail(self.log_path)}")
+            if process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"{self.kind} exited with status {process.returncode} while "
+                                   f"starting:\n{_tail(self.log_path)}")
             if self.ready():
                 return
             if time.monotonic() >= deadline:
