@@ -101,3 +101,43 @@ class RedisPusherTests(unittest.TestCase):
         yield self.pusher.stopService()
         yield wait_for(lambda: self.publish(message("oro/maintenance", 1)) == 0,
                        what="the subscriber to leave the channel")
+
+
+class RedisAuthTests(unittest.TestCase):
+    """A Redis that requires a password: the URL's (percent-encoded) one works;
+    a wrong one is one clear error line, no retry storm, the server goes on."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.redis = PushRedis(password="s3cr:et@")
+        self.addCleanup(self.redis.destroy)
+        self.redis.start()
+        self.logs = LogCapture(self)
+
+    def pusher(self, password: str) -> Any:
+        server = start_pushing_server(self, {"redis": {
+            "url": f"redis://:{password}@127.0.0.1:{self.redis.port}/0"}})
+        (pusher,) = [p for p in server.pushers if type(p).__name__ == "RedisChannelPusher"]
+        return server, pusher
+
+    @defer.inlineCallbacks
+    def test_password_from_the_url(self):
+        server, pusher = self.pusher("s3cr%3Aet%40")
+        yield pusher.when_subscribed()
+        c = yield subscriber(server, self, "oro/maintenance")
+        self.assertEqual(self.redis.publish(CHANNEL, message("oro/maintenance", "authed")), 1)
+        msg = yield c.next_message()
+        self.assertEqual(msg, [8, "oro/maintenance", "authed"])
+
+    @defer.inlineCallbacks
+    def test_wrong_password(self):
+        server, pusher = self.pusher("wrong")
+        yield wait_for(lambda: self.logs.matching("not retrying"), what="the AUTH error")
+        self.assertEqual(len(self.logs.matching("not retrying")), 1, self.logs.lines)
+        c = yield subscriber(server, self, "oro/maintenance")  # the WebSocket side is unaffected
+        self.assertTrue(c.is_open)
+        yield wait_for(lambda: not pusher.factory.pool and not any(
+            slot.protocol for slot in pusher.factory.slots), what="the refused connection to close")
+        self.assertEqual(self.logs.matching("unreachable"), [])
+        self.assertIsNone(pusher.subscriber)

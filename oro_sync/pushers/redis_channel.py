@@ -68,9 +68,14 @@ class _PushSubscriberFactory(txredisapi.RedisFactory):
         self.pusher = pusher
         self.initialDelay = initial_delay
         self.maxDelay = max_delay
+        # Nobody waits for the pool (the pusher hears of connections from
+        # its protocol); an AUTH refusal fails this Deferred and is logged
+        # by connectionError below, not as an unhandled error.
+        self.deferred.addErrback(lambda failure: None)
 
     def connectionError(self, why: str) -> None:
         # AUTH refused: txredisapi stops retrying; say so once, clearly.
+        self.pusher.refused = True
         self.pusher.log.error("Redis push channel: {why}; not retrying", why=why)
         super().connectionError(why)
 
@@ -93,6 +98,8 @@ class RedisChannelPusher(service.Service):
         self._subscribed_waiters: list[defer.Deferred] = []
         #: The connected subscriber that has subscribed, or None.
         self.subscriber: _PushSubscriber | None = None
+        #: Redis refused our credentials: no reconnecting, no outage lines.
+        self.refused = False
 
     def endpoint(self) -> Any:
         url = self.settings.url
@@ -150,7 +157,7 @@ class RedisChannelPusher(service.Service):
     def _lost(self, proto: _PushSubscriber, why: Any) -> None:
         if self.subscriber is proto:
             self.subscriber = None
-        if self.running:
+        if self.running and not self.refused:
             self.outage.down(why.getErrorMessage() if hasattr(why, "getErrorMessage") else str(why))
 
     def received(self, message: Any) -> None:

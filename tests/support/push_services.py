@@ -162,16 +162,18 @@ class PushRedis(_Server):
 
     kind = "redis"
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             missing("redis-server is not installed (Debian: redis-server)")
+        self.password = password
         super().__init__()
 
     def command(self) -> list[str]:
+        auth = ["--requirepass", self.password] if self.password else []
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-                "--protected-mode", "no", "--daemonize", "no"]
+                "--protected-mode", "no", "--daemonize", "no", *auth]
 
     def ready(self) -> bool:
         try:
@@ -181,16 +183,21 @@ class PushRedis(_Server):
 
     def command_reply(self, *args: bytes) -> bytes:
         """Send one command, return its first reply line (for test set-up)."""
-        request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(request)
-            data = b""
-            while b"\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data.split(b"\r\n", 1)[0]
+            if self.password:
+                self._exchange(s, b"AUTH", self.password.encode())
+            return self._exchange(s, *args)
+
+    @staticmethod
+    def _exchange(s: socket.socket, *args: bytes) -> bytes:
+        s.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data.split(b"\r\n", 1)[0]
 
     def publish(self, channel: str, message: bytes) -> int:
         """PUBLISH; the number of subscribers that got it."""
