@@ -20,7 +20,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "etc", "oro-sync.yml")
 #: A long listen queue: after a restart every browser reconnects at once.
 DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0:backlog=4096"
 
-_TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits", "broker"}
+_TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits", "broker", "pushers"}
 _SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout", "wamp2",
                 "wamp2_realms", "wamp2_registrations"}
 
@@ -64,6 +64,8 @@ class Config:
     limits: dict[str, Any] = field(default_factory=dict)
     #: The ``broker:`` section (read by :mod:`oro_sync.brokers.settings`).
     broker: dict[str, Any] = field(default_factory=dict)
+    #: Backend pushers (Redis channel, AMQP, HTTP): see oro_sync.pushers.settings.
+    pushers: dict[str, Any] = field(default_factory=dict)
 
 
 def _expect(value: Any, kind: type | tuple, where: str) -> Any:
@@ -131,6 +133,7 @@ def parse_config(data: Any, path: str = "") -> Config:
     cfg.origins = dict(_expect(data.get("origins") or {}, dict, "'origins'"))
     cfg.limits = dict(_expect(data.get("limits") or {}, dict, "'limits'"))
     cfg.broker = dict(_expect(data.get("broker") or {}, dict, "'broker'"))
+    cfg.pushers = dict(_expect(data.get("pushers") or {}, dict, "'pushers'"))
     validate_sections(cfg)
     return cfg
 
@@ -167,6 +170,9 @@ def validate_sections(cfg: Config) -> None:
     allowed = cfg.origins.get("allowed") or []
     if not isinstance(allowed, list) or not all(isinstance(o, str) for o in allowed):
         raise ConfigError("origins.allowed must be a list of hosts or URLs")
+    from oro_sync.pushers.settings import parse_pushers
+
+    parse_pushers(cfg.pushers, str((cfg.auth or {}).get("secret") or ""))
     if not cfg.auth:
         return
     unknown = set(cfg.auth) - _AUTH_KEYS

@@ -49,10 +49,16 @@ class ITopicPeriodicTimer(Interface):
 
 
 class IPushableTopic(Interface):
-    """A handler that accepts messages pushed by a backend rather than a client."""
+    """A handler that takes messages a backend pushed without a WebSocket
+    (GosWebSocketBundle's PushableTopicInterface): through the Redis channel,
+    RabbitMQ or ``POST /publish`` (:mod:`oro_sync.pushers`).  A handler
+    without it gets a push as ``onPublish`` from a backend session."""
 
-    def onPush(topic, request, data) -> None:
-        """Deliver backend data to ``topic`` as the handler sees fit."""
+    def onPush(topic, request, data, provider) -> None:
+        """Deliver ``data`` pushed by a backend to ``topic`` as the handler
+        sees fit; ``provider`` names the pusher (``redis``, ``amqp``,
+        ``http``).  A handler whose ``onPush`` takes only
+        ``(topic, request, data)`` is called that way."""
 
 
 class IIdentity(Interface):

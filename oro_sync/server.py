@@ -40,6 +40,8 @@ class OroServer:
     services: list = field(default_factory=list)
     #: Who is connected on every node (:mod:`oro_sync.brokers.presence`).
     presence: Any = None
+    #: Services of the backend pushers (oro_sync.pushers), none by default.
+    pushers: list = field(default_factory=list)
 
 
 def build_origin_policy(settings: dict[str, Any]) -> Any:
@@ -174,13 +176,16 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
     )
     services = [hub.broker] if hasattr(hub.broker, "startService") else []
     from oro_sync.brokers.presence import HubPresence, RedisPresence
+    from oro_sync.pushers import build_pushers, parse_pushers
 
     if broker_settings.enabled:
         presence: Any = RedisPresence(hub, broker_settings, reactor)
         services.append(presence)
     else:
         presence = HubPresence(hub)
-    return OroServer(factory, verifier, metrics, router, handlers, watcher, services, presence)
+    pushers = build_pushers(parse_pushers(config.pushers, str(config.auth.get("secret") or "")),
+                            policy, metrics, reactor)
+    return OroServer(factory, verifier, metrics, router, handlers, watcher, services, presence, pushers)
 
 
 def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:

@@ -241,8 +241,12 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         from oro_sync.workers import ParentWatchService
 
         ParentWatchService(reactor).setServiceParent(top)
-    # Added last: stopped first (and waited for), so clients are told
-    # goodbye before the digest workers go.
+    # Stopped before everything added before it (and waited for), so
+    # clients are told goodbye before the digest workers and the broker go.
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,
                    ready=ready, endpoint=endpoint).setServiceParent(top)
+    # After the listener: backend pushers stop first, so nothing is pushed
+    # while clients are being told goodbye.
+    for pusher in server.pushers:
+        pusher.setServiceParent(top)
     return top

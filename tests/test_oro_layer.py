@@ -284,17 +284,32 @@ class PolicyTests(unittest.TestCase):
         self.assertEqual([c[3] for c in rec.calls], [2])
 
     def test_push_to_pushable_handlers(self) -> None:
+        """onPush (with the provider, Gos's form) where a handler has it,
+        onPublish from the backend session where not; route names work for
+        routes without placeholders."""
+        from oro_sync.core.publish import PublishRequest
+        from oro_sync.pushers.dispatch import BackendSession
+
         @implementer(IPushableTopic)
         class Pushable(BroadcastTopic):
-            def onPush(self, topic, request, data):
-                topic.broadcast(data)
+            def onPush(self, topic, request, data, provider):
+                topic.broadcast({"pushed": data, "via": provider})
 
-        hub, policy = make_layer([r("news", "news/{cat}", "p")], [Pushable("p")])
+        rec = Recorder("r")
+        hub, policy = make_layer([r("news", "news/{cat}", "p"), r("plain", "plain", "r")],
+                                 [Pushable("p"), rec])
         s = FakeSession("S")
         policy.subscribe(s, "news/sport")
-        self.assertTrue(policy.push("news/sport", {"goal": 1}))
-        self.assertFalse(policy.push("nowhere", 1))
-        self.assertEqual(s.events(), [("news/sport", {"goal": 1})])
+        backend = BackendSession("test")
+        request = policy.push_request("news/sport")
+        self.assertTrue(policy.push(backend, request, PublishRequest("news/sport", 1, "B", 7), "redis"))
+        self.assertEqual(s.events(), [("news/sport", {"pushed": 1, "via": "redis"})])
+        self.assertIsNone(policy.push_request("nowhere"))
+        self.assertIsNone(policy.push_request("news"))  # a route name with placeholders
+        request = policy.push_request("plain")  # by route name
+        self.assertEqual(request.matched, "plain")
+        self.assertTrue(policy.push(backend, request, PublishRequest("plain", 2, "B", 8), "http"))
+        self.assertEqual(rec.calls, [("pub", backend.session_id, "plain", 2, [], [])])
 
 
 class PingTimerTests(unittest.TestCase):

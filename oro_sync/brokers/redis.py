@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from twisted.application import service
 from twisted.internet import defer
@@ -247,9 +248,23 @@ class RedisBroker(BrokerBase, service.Service):
 
     # -- publishing ----------------------------------------------------------
 
+    #: Depth of :meth:`local_only` blocks in progress.
+    _local_depth = 0
+
+    @contextmanager
+    def local_only(self) -> Iterator[None]:
+        """Publications made inside stay on this node: what every node
+        receives anyway (a push on the Redis push channel) must not reach the
+        other nodes a second time through the broker."""
+        self._local_depth += 1
+        try:
+            yield
+        finally:
+            self._local_depth -= 1
+
     def publish(self, publication: Publication) -> int:
         n = self._deliver(publication)
-        if not publication.origin:
+        if not publication.origin and not self._local_depth:
             self._send(publication)
         return n
 

@@ -32,6 +32,10 @@ class IBroker(Interface):
         """:meth:`publish` for a bare event: the publication id is the one of
         the client publish being handled, or a new one."""
 
+    def local_only() -> Any:
+        """A context manager: publications made inside reach this node's
+        subscribers only (see :meth:`BrokerBase.local_only`)."""
+
 
 class BrokerBase:
     """What every broker shares: the publication id of the publish in progress."""
@@ -50,6 +54,17 @@ class BrokerBase:
     def publish_event(self, topic_uri: str, event: Any, exclude: Collection[str] = frozenset(),
                       eligible: Collection[str] | None = None) -> int:
         return self.publish(Publication.of(topic_uri, event, exclude, eligible, self._current_id))
+
+    @contextmanager
+    def local_only(self) -> Iterator[None]:
+        """Publications made inside reach this node's subscribers only.
+
+        For what every node receives anyway (a push on the Redis channel,
+        which each node subscribes to): handled on every node, it must not
+        also be sent to the others.  A broker spanning nodes overrides
+        this; a single node's broker is always local.
+        """
+        yield
 
     def publish(self, publication: Publication) -> int:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -14,6 +14,9 @@ This is the :class:`~oro_sync.core.policy.IPubSubPolicy` of an Oro server
 - PUBLISH runs ``onPublish`` with the Ratchet/Oro profile's exclude and
   eligible lists; nothing is delivered unless a handler does it, and what
   the handlers publish carries the client publish's publication id.
+- A backend push (:mod:`oro_sync.pushers`) takes the same path as a
+  backend's PUBLISH, from a backend session, except that handlers with
+  ``onPush`` (:class:`~oro_sync.interfaces.IPushableTopic`) get that instead.
 - Unrouted channels are logged and do nothing; a handler exception is logged
   with the topic and event, the other handlers still run and the connection
   stays open.
@@ -21,6 +24,7 @@ This is the :class:`~oro_sync.core.policy.IPubSubPolicy` of an Oro server
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from twisted.logger import LogLevel
@@ -62,6 +66,10 @@ class OroPubSub:
             raise RoutingError(f"handler.callback names no handler: {name!r} (handlers: "
                                f"{', '.join(sorted(handlers)) or 'none'})", route.source, route.name)
         hub.topics.on_removed.append(self._topic_removed)
+        #: Whether each pushable handler's onPush takes the provider name
+        #: (GosWebSocketBundle's 4-argument form) or not (topic, request, data).
+        self._push_provider = {name: _takes_provider(h) for name, h in handlers.items()
+                               if IPushableTopic.providedBy(h)}
 
     def handlers_for(self, request: WampRequest) -> list[Any]:
         return [self.handlers[name] for name in request.route.callbacks]
@@ -107,13 +115,21 @@ class OroPubSub:
             self.observer.onClientUnsubscribed(session, topic_uri)
 
     def publish(self, session: Any, publish: PublishRequest) -> bool:
-        topic_uri = publish.topic
-        request = self.router.match(topic_uri)
+        request = self.router.match(publish.topic)
         if request is None:
             self.repeats.info(("unrouted publish", session.session_id),
                               "{session} published to unrouted topic {topic}: dropped",
-                              session=session.session_id, topic=clip(topic_uri))
+                              session=session.session_id, topic=clip(publish.topic))
             return False
+        return self._publish(session, publish, request, None)
+
+    def _publish(self, session: Any, publish: PublishRequest, request: WampRequest,
+                 provider: str | None) -> bool:
+        """Run a routed publish through the route's handlers: ``onPublish``,
+        or, for a backend push (``provider`` set), ``onPush`` where a handler
+        has it.  One path for clients and pushers, so both are checked,
+        profiled and numbered alike."""
+        topic_uri = request.matched
         if self.may_publish is not None and not self.may_publish(session, request):
             identity = getattr(session, "identity", None)
             self.repeats.warn(("publish refused", session.session_id),
@@ -129,8 +145,13 @@ class OroPubSub:
         event = publish.event
         with self.hub.broker.publishing(publish.publication_id):
             for handler in self.handlers_for(request):
-                self._call(handler, "onPublish", topic, topic_uri, event,
-                           session, topic, request, event, exclude, eligible)
+                if provider is not None and IPushableTopic.providedBy(handler):
+                    args = (topic, request, event, provider) if self._push_provider[handler.getName()] \
+                        else (topic, request, event)
+                    self._call(handler, "onPush", topic, topic_uri, event, *args)
+                else:
+                    self._call(handler, "onPublish", topic, topic_uri, event,
+                               session, topic, request, event, exclude, eligible)
         return True
 
     def session_closed(self, session: Any) -> None:
@@ -139,25 +160,25 @@ class OroPubSub:
 
     # -- backend pushes -----------------------------------------------------------
 
-    def push(self, name_or_channel: str, data: Any) -> bool:
-        """Hand backend data to the pushable handlers of a route.
-
-        ``name_or_channel`` is a route name or a concrete topic URI (as in
-        GosWebSocketBundle's pusher messages).  Returns False if nothing matched.
-        """
+    def push_request(self, name_or_channel: str) -> WampRequest | None:
+        """The route a backend push names: a concrete channel (what
+        GosWebSocketBundle's pushers send), or the name of a route whose
+        channel has no placeholders.  None when nothing matches."""
+        request = self.router.match(name_or_channel)
+        if request is not None:
+            return request
         route = self.router.get(name_or_channel)
-        request = (WampRequest(route.name, route, route.channel, {}) if route is not None
-                   else self.router.match(name_or_channel))
-        if request is None:
-            self.log.warn("push to unknown route or topic {name}: dropped", name=name_or_channel)
-            return False
-        topic = self.hub.topics.get(request.matched) or Topic(request.matched, self.hub.broker)
-        pushed = False
-        for handler in self.handlers_for(request):
-            if IPushableTopic.providedBy(handler):
-                pushed = True
-                self._call(handler, "onPush", topic, request.matched, data, topic, request, data)
-        return pushed
+        if route is None or "{" in route.channel:
+            return None
+        return self.router.match(route.channel)
+
+    def push(self, session: Any, request: WampRequest, publish: PublishRequest, provider: str) -> bool:
+        """A message a backend pushed (Redis channel, AMQP, HTTP) through
+        ``provider``, from ``session`` (a backend's): it reaches the route's
+        handlers exactly as that backend's WebSocket publish would, except
+        that a handler with ``onPush`` (:class:`IPushableTopic`) gets that
+        instead of ``onPublish``.  False if the publish was refused."""
+        return self._publish(session, publish, request, provider)
 
     # -- internals ----------------------------------------------------------------
 
@@ -191,3 +212,14 @@ class OroPubSub:
             self.log.failure("{handler}.{method} failed on topic {topic} (event: {event})",
                              handler=handler.getName(), method=method, topic=clip(uri),
                              event=clip(repr(event)), level=LogLevel.error)
+
+
+def _takes_provider(handler: Any) -> bool:
+    """Whether ``handler.onPush`` accepts a fourth argument, the provider."""
+    try:
+        inspect.signature(handler.onPush).bind(None, None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (a builtin): call it the Gos way
+        return True
+    return True

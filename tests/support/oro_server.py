@@ -27,6 +27,8 @@ class OroServer:
         self.factory = built.factory
         self.router = built.router
         self.handlers = built.handlers
+        #: The backend pushers' services (started by start_oro_server).
+        self.pushers = list(getattr(built, "pushers", []))
         self.port = port
         self.number = port.getHost().port
         self.broker = built.factory.hub.broker
@@ -101,6 +103,8 @@ def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None,
 
     @defer.inlineCallbacks
     def stop():
+        for pusher in reversed(server.pushers):
+            yield defer.maybeDeferred(pusher.stopService)
         yield port.stopListening()
         for session in list(factory.hub.sessions.values()):
             session.connection.transport.abortConnection()
@@ -114,4 +118,6 @@ def start_oro_server(testcase: Any, tweak: Callable[[Any], None] | None = None,
             yield extra.stopService()
 
     testcase.addCleanup(stop)
+    for pusher in server.pushers:
+        pusher.startService()
     return server
