@@ -10,7 +10,7 @@ WebSocket factory.  Nothing is replaced on an object after it was built.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oro_sync.config import Config, ConfigError, build_limits, resolve_path, validate_sections
@@ -33,6 +33,13 @@ class OroServer:
     metrics: Metrics
     router: Router
     handlers: dict[str, Any]
+    #: Oro's pub/sub policy (its routes and handlers are replaced on reload).
+    policy: Any = None
+    #: The user provider (None without an ``auth`` section).
+    users: Any = None
+    #: What /health checks (see oro_sync.ops.health.IDependency).
+    dependencies: list = field(default_factory=list)
+    config: Any = None
 
 
 def build_origin_policy(settings: dict[str, Any]) -> Any:
@@ -96,7 +103,8 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
                   metrics=metrics)
     router = Router.from_files(config.routing)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
-    verifier = authenticator = None
+    verifier = authenticator = users = None
+    dependencies: list = []
     may_publish = publish_permission(ANYONE)
     if config.auth:
         users = build_user_provider(config.auth.get("users"), base)
@@ -108,6 +116,8 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
                                                "deduplicated": verifier.deduplicated})
         if isinstance(getattr(users, "stats", None), dict):
             metrics.add_source("users", lambda: users.stats)
+        if callable(getattr(users, "check", None)):
+            dependencies.append(users)
     policy = OroPubSub(hub, router, handlers, may_publish=may_publish, metrics=metrics)
     factory = WampServerFactory(
         hub=hub,
@@ -123,7 +133,7 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         mayRegister=registration_permission(config.server.wamp2_registrations),
         reactor=reactor,
     )
-    return OroServer(factory, verifier, metrics, router, handlers)
+    return OroServer(factory, verifier, metrics, router, handlers, policy, users, dependencies, config)
 
 
 def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:

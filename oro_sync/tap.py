@@ -35,6 +35,9 @@ class Options(usage.Options):
          "TLS: ssl:8443:privateKey=key.pem:certKey=cert.pem)."],
         ["ping-interval", None, None, "Seconds between keep-alive pings on oro/ping (default 50)."],
         ["log-level", None, "info", "Lowest level to log: " + ", ".join(logs.LEVELS) + "."],
+        ["admin", None, None, "The admin HTTP listener (/health, /metrics, /status) as a Twisted endpoint, "
+                              "or 'none' (default from the config: tcp:9101:interface=127.0.0.1)."],
+        ["log-format", None, None, "text (default) or json (one JSON object per line on stdout)."],
     ]
 
     def __init__(self) -> None:
@@ -54,6 +57,10 @@ class Options(usage.Options):
             config = load_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        if self["log-format"] is not None:
+            if self["log-format"] not in ("text", "json"):
+                raise usage.UsageError("--log-format must be text or json")
+            config.server.log_format = self["log-format"]
         if self["routing"]:
             config.routing = list(self["routing"])
         if self["listen"]:
@@ -142,7 +149,19 @@ class InOrderMultiService(service.MultiService):
     Twisted's MultiService stops them all at once; here the listener must
     have said goodbye to its clients before the ticket digest workers go, or
     handshakes still being checked would fail with tracebacks.
+
+    ``log_observer``, if set, becomes the application's log observer
+    (twistd uses it instead of its own text lines: ``--log-format json``).
     """
+
+    log_observer: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[override]
@@ -168,6 +187,10 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         sys.stderr.write(f"twistd oro-sync: {e}\n")
         raise SystemExit(1) from None
     top = InOrderMultiService()
+    if config.server.log_format == "json":
+        from oro_sync.ops.logformat import json_observer
+
+        top.log_observer = json_observer()
     ready = None
     if server.verifier is not None:
         from oro_sync.auth.verifier import VerifierService
@@ -175,8 +198,15 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         workers = VerifierService(server.verifier)
         workers.setServiceParent(top)
         ready = workers.when_ready
+    from oro_sync.ops.services import add_operations
+
+    parameters = {}
+    if options["ping-interval"] is not None:
+        parameters["oro_sync.websocket_ping.interval"] = config.parameters["oro_sync.websocket_ping.interval"]
+    add_operations(top, server, config, reactor, admin=options["admin"],
+                   routing=list(options["routing"]) or None, parameters=parameters)
     # Added last: stopped first (and waited for), so clients are told
-    # goodbye before the digest workers go.
+    # goodbye before the digest workers go (and the admin listener).
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,
                    ready=ready).setServiceParent(top)
     return top

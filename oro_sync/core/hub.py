@@ -36,7 +36,9 @@ class Hub:
         self.outbox = Outbox(clock, writer)
         self.topics = TopicRegistry(max_subscriptions=max_subscriptions)
         self.broker: IBroker = (broker(self.topics) if broker is not None
-                                else LocalBroker(self.topics, metrics))
+                                else LocalBroker(self.topics, metrics, self.outbox))
+        if metrics is not None:
+            self.outbox.on_latency = metrics.observe_latency
         self.topics.broker = self.broker
 
     def attach(self, session: Any) -> None:

@@ -95,9 +95,12 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
                 self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
         return super().processHandshake()
 
-    def _refuse(self, reason: str, status: int, why: str) -> None:
+    def _refuse(self, reason: str, status: int, why: str, request: Any = None) -> None:
         self.factory.metrics.refused(reason)
-        self._log.warn("refusing {peer}: {why}", peer=self.peer, why=why)
+        self._log.warn("refusing {address}: {why} (session {session}, user {user}, protocol {protocol})",
+                       log_event="refusal", peer=self.peer, why=why, reason=reason,
+                       address=self._peer_host, session=self.session_id or "-", user="-",
+                       protocol=_offered(request))
         raise ConnectionDeny(status, why)
 
     def onConnect(self, request: Any) -> Any:
@@ -110,17 +113,17 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         factory.handshakeStarted()
         refusal = factory.connectionRefusal(self._peer_host)
         if refusal is not None:
-            self._refuse(refusal[0], ConnectionDeny.SERVICE_UNAVAILABLE, refusal[1])
+            self._refuse(refusal[0], ConnectionDeny.SERVICE_UNAVAILABLE, refusal[1], request)
         if factory.originPolicy is not None:
             why = factory.originPolicy.check(request.headers.get("origin"))
             if why is not None:
-                self._refuse("origin", ConnectionDeny.FORBIDDEN, why)
+                self._refuse("origin", ConnectionDeny.FORBIDDEN, why, request)
         # The client's first choice among those we speak (its order is its preference).
         protocol = next((p for p in request.protocols if p in factory.sessionClasses), None)
         if protocol is None and factory.strictSubprotocol:
             self._refuse("subprotocol", ConnectionDeny.BAD_REQUEST,
                          "this server speaks WAMP v1 and v2: offer the WebSocket subprotocol "
-                         + " or ".join(f'"{p}"' for p in factory.sessionClasses))
+                         + " or ".join(f'"{p}"' for p in factory.sessionClasses), request)
         self._session_class = factory.sessionClasses[protocol or factory.defaultSubprotocol]
         self.session_id = self._session_class.new_session_id()
         if factory.authenticator is None:
@@ -196,6 +199,10 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         session = self.session
         session.send_frame = self._queue.send if self._queue is not None else self._write_now
         self._session_open = True
+        self._opened_at = self.factory.clock.seconds()
+        self._log.info("connect {session}: user {user} from {address} over {protocol}",
+                       log_event="connect", session=self.session_id, user=_user(self.identity),
+                       address=self._peer_host, protocol=session.protocol)
         self.factory.sessionOpened(session)
         self.onSessionOpen()
 
@@ -204,7 +211,9 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
 
     def send_message(self, data: bytes, binary: bool = False) -> None:
         if self.state == _OPEN:
-            self.factory.metrics.counters["messages_out"] += 1
+            counters = self.factory.metrics.counters
+            counters["messages_out"] += 1
+            counters["bytes_out"] += len(data)
             self.sendMessage(data, binary)
 
     def allow_publish(self) -> bool:
@@ -247,6 +256,7 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         if self._hold is not None:
             self._hold.append(data)
         else:
+            self.factory.metrics.counters["bytes_out"] += len(data)
             self.transport.write(data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
@@ -322,7 +332,9 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         # sent a close frame (or cut off) gets nothing more.
         if self.state != _OPEN or self.session is None or self._left:
             return
-        self.factory.metrics.counters["messages_in"] += 1
+        counters = self.factory.metrics.counters
+        counters["messages_in"] += 1
+        counters["bytes_in"] += len(payload)
         try:
             self.session.receive(payload, isBinary)
         except Exception:
@@ -333,6 +345,8 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
     # -- closing -------------------------------------------------------------------
 
     _left = False
+    #: When the session opened (for the disconnect line); None before and after.
+    _opened_at: float | None = None
 
     def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
                        isReply: bool = False) -> None:
@@ -346,6 +360,14 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         self._cancel_paused_check()
         self._cancel_ready_timer()
         self._leave()
+        if self._opened_at is not None:
+            session = self.session
+            self._log.info("disconnect {session}: user {user} from {address} over {protocol} "
+                           "(code {code}, after {duration:.0f} s)", log_event="disconnect",
+                           session=self.session_id, user=_user(self.identity), address=self._peer_host,
+                           protocol=session.protocol, code=code, clean=wasClean,
+                           duration=self.factory.clock.seconds() - self._opened_at)
+            self._opened_at = None
 
     def _leave(self) -> None:
         self._left = True
@@ -358,3 +380,14 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
                 self._log.failure("{session}: session cleanup failed", session=self.session_id)
             session.__dict__.pop("send_frame", None)  # back to the no-op method
             self.factory.sessionClosed(session)
+
+
+def _user(identity: Any) -> str:
+    """The user a log line names (never anything from the ticket but the name)."""
+    return getattr(identity, "username", None) or "-"
+
+
+def _offered(request: Any) -> str:
+    """The subprotocols a refused client offered, for its log line."""
+    protocols = getattr(request, "protocols", None)
+    return ",".join(protocols) if protocols else "-"
