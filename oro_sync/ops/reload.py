@@ -50,6 +50,12 @@ class Reloader:
         self.routing = list(routing) if routing else None
         self.parameters = dict(parameters or {})
         self.reloads = 0
+        # The file as it was read at start (before command-line overrides),
+        # to tell which restart-only settings a reload would change.
+        try:
+            self._baseline: Any = load_config(config_path)
+        except ConfigError:
+            self._baseline = None
 
     def reload(self) -> bool:
         """Read and apply; True if the new configuration is in use."""
@@ -67,10 +73,13 @@ class Reloader:
             policy = self.srv.policy
             closed = policy.replace(router, handlers)
         except (ConfigError, RoutingError, ServiceError, ValueError) as e:
-            where = "" if (self.config_path and self.config_path in str(e)) else f"{self.config_path}: "
-            self.log.error("reload refused, the running configuration stays: {where}{problem}",
-                           log_event="reload_refused", where=where if self.config_path else "",
-                           problem=str(e))
+            # One line (YAML errors span several), naming the file: handler
+            # declarations live in the configuration file itself.
+            problem = " ".join(str(e).split())
+            if isinstance(e, ServiceError):
+                problem = f"{self.config_path or 'the configuration'}: {problem}"
+            self.log.error("reload refused, the running configuration stays: {problem}",
+                           log_event="reload_refused", problem=problem)
             return False
         if records is not None:
             users.replace_users(records)
@@ -87,7 +96,7 @@ class Reloader:
         return True
 
     def _note_restart_only(self, config: Any) -> None:
-        before = self.srv.config
+        before, self._baseline = self._baseline, config
         if before is None:
             return
         changed = [name for name in _RESTART_SECTIONS if getattr(before, name) != getattr(config, name)]
