@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 import resource as _resource
 from typing import Any
 
@@ -28,6 +29,8 @@ PAGE = os.path.join(os.path.dirname(__file__), "static", "status.html")
 #: At most this many topics (the busiest) and sessions (the newest) per snapshot.
 MAX_TOPICS = 50
 MAX_SESSIONS = 100
+#: Rate points kept for a newly opened page's charts (one per tick).
+HISTORY = 120
 _RATES = {"messages_in": "messages_in", "messages_out": "messages_out",
           "events_delivered": "events_delivered"}
 
@@ -112,6 +115,8 @@ class StatusFeed(resource.Resource):
         self.clock = clock
         self.interval = interval
         self.rates = Rates(clock)
+        #: The rates of the last ticks, so a page opened later starts with a chart.
+        self.history: deque = deque(maxlen=HISTORY)
         self.listeners: list[Any] = []
         self._loop: task.LoopingCall | None = None
 
@@ -131,6 +136,7 @@ class StatusFeed(resource.Resource):
 
     def _current(self) -> bytes:
         snap = snapshot(self.srv, self.health, self.rates)
+        self.history.append(snap["rates"])
         return b"data: " + json.dumps(snap, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
     def tick(self) -> None:
@@ -181,10 +187,15 @@ class StatusPage(resource.Resource):
         return super().getChild(path, request)
 
     def render_GET(self, request: Any) -> bytes:
+        feed = self.feed
+        snap = snapshot(feed.srv, feed.health, Rates(feed.clock))
+        snap["history"] = list(feed.history)
+        # Inside a <script>: "</" must not end it.
+        initial = json.dumps(snap, separators=(",", ":")).replace("</", "<\\/").encode("utf-8")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         # Everything is inline; nothing may be fetched from elsewhere.
         request.setHeader(b"content-security-policy",
                           b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                           b"connect-src 'self'; img-src data:")
-        return self.page
+        return self.page.replace(b"/*INITIAL*/null", initial, 1)

@@ -15,6 +15,7 @@ from typing import Any
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
+from twisted.protocols.policies import WrappingFactory
 
 from oro_sync.ops.admin import admin_site
 from oro_sync.ops.health import Health
@@ -51,11 +52,38 @@ class Admin:
         return samples
 
 
+class _Tracking(WrappingFactory):
+    """Knows the open HTTP connections (a browser keeps some alive), to
+    close them and wait until they are gone when the test ends."""
+
+    def __init__(self, site: Any):
+        super().__init__(site)
+        self._gone: list[defer.Deferred] = []
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            waiting, self._gone = self._gone, []
+            for d in waiting:
+                d.callback(None)
+
+    def close_all(self) -> defer.Deferred:
+        if not self.protocols:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._gone.append(d)
+        for p in list(self.protocols):
+            p.transport.abortConnection()
+        return d.addTimeout(10, reactor)
+
+
 def start_admin(testcase: Any, built: Any, status_interval: float = 0.2) -> Admin:
     """The admin site of ``built`` (an oro_sync.server.OroServer) on 127.0.0.1:0."""
     health = Health(built, reactor, built.dependencies)
     site = admin_site(built, health, reactor, status_interval)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    tracking = _Tracking(site)
+    port = reactor.listenTCP(0, tracking, interface="127.0.0.1")
+    testcase.addCleanup(tracking.close_all)
     testcase.addCleanup(port.stopListening)
     testcase.addCleanup(site.status_feed.close_all)
     return Admin(health, site, port)
