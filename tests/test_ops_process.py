@@ -95,6 +95,11 @@ class ReloadProcessTests(plugin.ProcessTestCase):
         health = yield treq.json_content(response)
         self.assertEqual(response.code, 200, server.report())
         self.assertEqual(health["connections"]["by_protocol"], {"wamp": 2}, server.report())
+        for path, expect in (("/status", "oro-sync status"), ("/metrics", 'oro_sync_sessions{protocol="wamp"} 2.0')):
+            response = yield treq.get(f"http://127.0.0.1:{admin_port}{path}", persistent=False)
+            body = yield treq.text_content(response, encoding="utf-8")
+            self.assertEqual(response.code, 200, server.report())
+            self.assertIn(expect, body)  # the page ships with the installed package
 
         # A good reload: one route less, one user more.
         self.write("routing.yml", {k: v for k, v in ROUTES.items() if k != "oro_sync.data_update"})
