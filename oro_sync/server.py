@@ -119,6 +119,8 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         if callable(getattr(users, "check", None)):
             dependencies.append(users)
     policy = OroPubSub(hub, router, handlers, may_publish=may_publish, metrics=metrics)
+    if callable(getattr(hub.broker, "check", None)):  # a broker spanning nodes (IDependency)
+        dependencies.append(hub.broker)
     factory = WampServerFactory(
         hub=hub,
         policy=policy,

@@ -84,5 +84,7 @@ class LocalBroker(BrokerBase):
             if n:
                 self.outbox.probe(started)
         if self.metrics is not None:
-            self.metrics.counters["events_delivered"] += n
+            counters = self.metrics.counters
+            counters["events_delivered"] += n
+            counters["event_bytes"] += topic.last_bytes
         return n

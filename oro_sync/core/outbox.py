@@ -68,7 +68,6 @@ class PeerQueue:
             return
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         frames.clear()
-        self.outbox.bytes_sent += len(data)
         self.write(data)
 
 
@@ -81,8 +80,6 @@ class Outbox:
         self._writer = writer
         self._queues: list[PeerQueue] = []
         self._call: Any = None
-        #: Bytes handed to writers (for metrics; once per peer and turn).
-        self.bytes_sent = 0
         #: ``perf_counter()`` of the sampled publications of this turn, and
         #: who is told their publish-to-send time (see :meth:`probe`).
         self._probes: list[float] = []

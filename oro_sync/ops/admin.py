@@ -46,8 +46,12 @@ class HealthResource(resource.Resource):
 
     def render_GET(self, request: Any) -> Any:
         d = self.health.check_all()
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
 
         def answer(states: dict) -> None:
+            if gone:  # the prober hung up before the dependencies answered
+                return
             status, body = self.health.report(states)
             request.setResponseCode(status)
             request.setHeader(b"content-type", b"application/json")

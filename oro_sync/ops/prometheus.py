@@ -80,7 +80,7 @@ class OroSyncCollector:
             yield CounterMetricFamily(name, text, value=counters.get(key, 0))
         # Bytes out: events through the outbox, everything else through the connection.
         yield CounterMetricFamily("oro_sync_sent_bytes", "Bytes written to clients (events and answers).",
-                                  value=factory.hub.outbox.bytes_sent + counters.get("bytes_out", 0))
+                                  value=counters.get("event_bytes", 0) + counters.get("bytes_out", 0))
         yield from self._tickets()
         yield from self._users()
         yield from self._dependencies()

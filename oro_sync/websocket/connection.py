@@ -256,7 +256,6 @@ class WampConnection(PerConnectionRegistrations, WebSocketServerProtocol):
         if self._hold is not None:
             self._hold.append(data)
         else:
-            self.factory.metrics.counters["bytes_out"] += len(data)
             self.transport.write(data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
