@@ -281,6 +281,11 @@ class LogLineTests(unittest.TestCase):
             yield connect(server.number, path="/?ticket=" + quote(ticket.replace("=", "A", 1), safe=""))
         with self.assertRaises(HandshakeFailed):
             yield connect(server.number, path="/", headers={"Origin": "http://evil.example"})
+        from oro_sync.auth.ticket_signing import issue_ticket
+
+        forged = issue_ticket(SECRET, "ghost\nuser", "some-hash")  # a name meant to split the line
+        with self.assertRaises(HandshakeFailed):
+            yield connect(server.number, path="/?ticket=" + quote(forged, safe=""))
 
         connects = lines.events("connect")
         self.assertEqual([(e["session"], e["user"], e["address"], e["protocol"]) for e in connects],
@@ -290,14 +295,16 @@ class LogLineTests(unittest.TestCase):
                          [(session_id, "admin", "127.0.0.1", "wamp")], lines.lines)
         self.assertEqual(disconnects[0]["code"], 1000)
         refusals = lines.events("refusal")
-        self.assertEqual(len(refusals), 2, lines.lines)
+        self.assertEqual(len(refusals), 3, lines.lines)
         for e in refusals:
             self.assertEqual(e["address"], "127.0.0.1")
             self.assertTrue(e["session"] and e["user"] and e["protocol"], e)
             self.assertEqual(e["level"], "warn")
-        self.assertEqual(sorted(e["reason"] for e in refusals), ["origin", "ticket"])
+        self.assertEqual(sorted(e["reason"] for e in refusals), ["origin", "ticket", "ticket"])
+        self.assertEqual(refusals[-1]["user"], "ghost?user")
+        self.assertNotIn("\n", refusals[-1]["text"])
         everything = "".join(lines.lines)
-        for secret in (ticket, quote(ticket, safe=""), SECRET, ticket.split(",")[0]):
+        for secret in (ticket, quote(ticket, safe=""), SECRET, ticket.split(",")[0], forged):
             self.assertNotIn(secret, everything)
 
     def test_redact_hides_ticket_values(self):

@@ -19,7 +19,7 @@ from oro_sync.auth.rules import ANYONE, BACKEND, USERS, publish_permission
 from oro_sync.auth.rules import RULES as PUBLISHERS
 from oro_sync.auth.tickets import TicketError, parse_ticket
 from oro_sync.identity import Identity
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, clip
 
 __all__ = ["ANYONE", "BACKEND", "PUBLISHERS", "USERS", "TicketAuthenticator",
            "publish_permission"]
@@ -69,8 +69,10 @@ class TicketAuthenticator:
 
 
 def _claimed_user(ticket: str) -> str:
-    """The username a refused ticket claims (unverified), or "-"."""
+    """The username a refused ticket claims (unverified, so cut short and
+    without control characters: a log line must stay one line), or "-"."""
     try:
-        return parse_ticket(ticket).username or "anonymous"
+        name = parse_ticket(ticket).username or "anonymous"
     except Exception:
         return "-"
+    return "".join(c if c.isprintable() else "?" for c in clip(name, 64))

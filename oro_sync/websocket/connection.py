@@ -22,7 +22,7 @@ from zope.interface import implementer
 from oro_sync.auth.origins import fix_schemeless_origin
 from oro_sync.core.outbox import PeerQueue
 from oro_sync.identity import Identity
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, clip
 from oro_sync.wamp.contract import IConnection
 from oro_sync.websocket.api08 import PerConnectionRegistrations
 from oro_sync.websocket.kernel_write import batches, buffered_bytes
@@ -389,4 +389,6 @@ def _user(identity: Any) -> str:
 def _offered(request: Any) -> str:
     """The subprotocols a refused client offered, for its log line."""
     protocols = getattr(request, "protocols", None)
-    return ",".join(protocols) if protocols else "-"
+    if not protocols:
+        return "-"
+    return "".join(c if c.isprintable() else "?" for c in clip(",".join(protocols), 100))
