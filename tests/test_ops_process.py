@@ -135,7 +135,14 @@ class ReloadProcessTests(plugin.ProcessTestCase):
         self.assertEqual(server.text().count("oro/data/update any more"), 1, server.report())
         yield server.wait_for(re.compile(rb'"event": "summary"'))
 
+        # Shutting down: while clients are being sent away, /health says 503.
+        # One client stops reading, so the server waits for its close reply.
+        user.proto.transport.pauseProducing()
         server.signal("TERM")
+        yield server.wait_for(re.compile(rb"closing \d+ WebSocket connections \(1001\)"))
+        response = yield treq.get(f"http://127.0.0.1:{admin_port}/health", persistent=False)
+        health = yield treq.json_content(response)
+        self.assertEqual((response.code, health["status"]), (503, "shutting_down"), server.report())
         yield server.wait_ended()
         self.assertNoTraceback(server)
         lines = [line for line in server.stdout.decode("utf-8").splitlines() if line.strip()]
