@@ -245,6 +245,28 @@ class ReloadInPlaceTests(unittest.TestCase):
         self.assertEqual((yield user.next_message()), [8, "oro/maintenance", "two"])
         self.assertEqual(len(server.factory.hub.sessions), 2)
 
+    @defer.inlineCallbacks
+    def test_periodic_timers_move_to_the_new_handlers(self):
+        from oro_sync.config import load_config
+        from oro_sync.oro.services import build_handlers, default_references
+
+        server = start_oro_server(self)
+        policy = server.built.policy
+        user = yield server.client(self, "admin")
+        yield subscribe(user, "oro/ping")
+        old_ping = policy.handlers["oro_sync.ping"]
+        self.assertEqual(list(old_ping.timers), ["oro/ping"])
+        clock = task.Clock()
+        config = load_config()
+        handlers = build_handlers(config.services, config.parameters,
+                                  default_references(clock, server.factory.hub))
+        self.assertEqual(policy.replace(policy.router, handlers), [])
+        self.assertEqual(old_ping.timers, {})  # the old handler's timer stopped
+        self.assertEqual(list(handlers["oro_sync.ping"].timers), ["oro/ping"])
+        clock.advance(config.parameters["oro_sync.websocket_ping.interval"])
+        self.assertEqual((yield user.next_message()), [8, "oro/ping", "Connection keep alive"])
+        self.assertIs(policy.handlers, handlers)
+
     def test_route_naming_no_handler_changes_nothing(self):
         hub_server = build_server(_config_without_auth())
         policy = hub_server.policy
