@@ -123,6 +123,7 @@ class Health:
                             "by_protocol": dict(metrics.sessions)},
             "topics": len(factory.hub.topics.topics),
             "broker": broker_state(factory.hub.broker, states),
+            "users": users_state(getattr(self.server, "users", None), states),
             "dependencies": states,
         }
         return (503 if status != "ok" else 200), body
@@ -140,6 +141,14 @@ def broker_state(broker: Any, states: dict[str, dict[str, Any]]) -> dict[str, An
     if state is None:
         return {"kind": kind, "up": True, "detail": "this node only"}
     return {"kind": kind, **state}
+
+
+def users_state(users: Any, states: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Where users come from and whether that is reachable (a file always is)."""
+    if users is None:
+        return None  # no auth section: nobody needs a ticket
+    state = states.get(getattr(users, "name", ""), {"up": True, "detail": "in memory"})
+    return {"kind": type(users).__name__, **state}
 
 
 def _describe(failure: Any) -> str:
