@@ -49,9 +49,21 @@ SHOT_SIZE = (1200, 1400)
 
 
 class _Run(protocol.ProcessProtocol):
+    """One Chromium process; ``finished`` says whether it has exited (a
+    timeout on a wait must not be mistaken for that: cleanup kills it)."""
+
     def __init__(self) -> None:
-        self.ended: defer.Deferred = defer.Deferred()
+        self.finished = False
+        self._waiters: list[defer.Deferred] = []
         self.out = b""
+
+    def ended(self, timeout: float | None = None) -> defer.Deferred:
+        """Fires when the process has exited (fails after ``timeout`` seconds)."""
+        if self.finished:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append(d)
+        return d.addTimeout(timeout, reactor) if timeout else d
 
     def outReceived(self, data: bytes) -> None:
         self.out += data
@@ -60,7 +72,11 @@ class _Run(protocol.ProcessProtocol):
         pass
 
     def processEnded(self, reason) -> None:
-        self.ended.callback(None)
+        self.finished = True
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if not d.called:
+                d.callback(None)
 
 
 def png_summary(path: str) -> tuple[int, int, int]:
@@ -104,12 +120,12 @@ class StatusPageBrowserTests(unittest.TestCase):
         transport = reactor.spawnProcess(run, self.chromium, argv, env=dict(os.environ))
 
         def stop():
-            if not run.ended.called:
+            if not run.finished:
                 try:
                     transport.signalProcess("KILL")
                 except Exception:
                     pass
-            return run.ended
+            return run.ended(timeout=30)
 
         self.addCleanup(stop)
         return run
@@ -149,7 +165,7 @@ class StatusPageBrowserTests(unittest.TestCase):
         shot = os.path.abspath(self.mktemp() + ".png")
         run = self.spawn_chromium(f"--window-size={SHOT_SIZE[0]},{SHOT_SIZE[1]}", f"--screenshot={shot}",
                                   "--hide-scrollbars", admin.url + "/status")
-        yield run.ended.addTimeout(60, reactor)
+        yield run.ended(timeout=60)
         self.assertTrue(os.path.exists(shot), "chromium wrote no screenshot")
         self.assertGreater(os.path.getsize(shot), 20000)
         width, height, distinct_rows = png_summary(shot)
@@ -164,7 +180,7 @@ class StatusPageBrowserTests(unittest.TestCase):
 
         # The page shows the snapshot it was served with at once (then the feed).
         dump = self.spawn_chromium("--dump-dom", admin.url + "/status")
-        yield dump.ended.addTimeout(60, reactor)
+        yield dump.ended(timeout=60)
         dom = dump.out.decode("utf-8", "replace")
         self.assertIn('<b id="connections">2</b>', dom)
         self.assertIn("<td>oro/maintenance</td>", dom)
