@@ -249,7 +249,9 @@ def start_server(workdir: str, config: str, port: int, backlog: int | None,
         if script:  # a candidate patch wrapped in a script: SCRIPT CONFIG LISTEN
             cmd = [os.path.join(os.path.dirname(twistd), "python"), script, config, listen]
         else:
-            cmd = [twistd, "-n", "--pidfile=", "oro-sync", "--config", config, "--listen", listen]
+            # No admin listener: its fixed default port may be taken on a shared machine.
+            cmd = [twistd, "-n", "--pidfile=", "oro-sync", "--config", config, "--listen", listen,
+                   "--admin", "none"]
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(proc, port, log_path, workdir)
     deadline = time.monotonic() + timeout

@@ -23,6 +23,8 @@ DEFAULT_LISTEN = "tcp:8080:interface=0.0.0.0:backlog=4096"
 _TOP_KEYS = {"server", "parameters", "routing", "services", "auth", "origins", "limits", "broker", "pushers"}
 _SERVER_KEYS = {"listen", "strict_subprotocol", "max_message_size", "shutdown_timeout", "wamp2",
                 "wamp2_realms", "wamp2_registrations"}
+# Operations (oro_sync.ops): the admin listener, the summary line, the log format.
+_SERVER_KEYS |= {"admin", "summary_interval", "log_format"}
 
 
 _AUTH_KEYS = {"secret", "require_ticket", "ticket_ttl", "one_time_tickets", "users", "publishers",
@@ -48,6 +50,12 @@ class ServerSettings:
     #: Who may register procedures over WAMP v2: nobody, backend, users, anyone
     #: (``backends`` and ``everyone`` are read as ``backend`` and ``anyone``).
     wamp2_registrations: str = "backend"
+    #: The admin HTTP listener (/health, /metrics, /status); "none" turns it off.
+    admin: str = "tcp:9101:interface=127.0.0.1"
+    #: Seconds between summary log lines (0: none).
+    summary_interval: float = 60.0
+    #: "text" (twistd's usual lines) or "json" (one JSON object per line).
+    log_format: str = "text"
 
 
 @dataclass
@@ -120,6 +128,15 @@ def parse_config(data: Any, path: str = "") -> Config:
         raise ConfigError("server.wamp2_realms must be a list of realm names")
     s.wamp2_registrations = _rule(server.get("wamp2_registrations", s.wamp2_registrations),
                                   "server.wamp2_registrations")
+    admin = server.get("admin", s.admin)
+    s.admin = "none" if admin is None or admin is False else _expect(admin, str, "server.admin")
+    interval = server.get("summary_interval", s.summary_interval)
+    if not _finite(interval) or interval < 0:
+        raise ConfigError("server.summary_interval must be a finite number of seconds >= 0")
+    s.summary_interval = float(interval)
+    s.log_format = _expect(server.get("log_format", s.log_format), str, "server.log_format")
+    if s.log_format not in ("text", "json"):
+        raise ConfigError("server.log_format must be text or json")
 
     cfg.parameters = dict(_expect(data.get("parameters") or {}, dict, "'parameters'"))
     routing = data.get("routing") or []

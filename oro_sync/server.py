@@ -42,6 +42,13 @@ class OroServer:
     presence: Any = None
     #: Services of the backend pushers (oro_sync.pushers), none by default.
     pushers: list = field(default_factory=list)
+    #: Oro's pub/sub policy (its routes and handlers are replaced on reload).
+    policy: Any = None
+    #: The user provider (None without an ``auth`` section).
+    users: Any = None
+    #: What /health checks (see oro_sync.ops.health.IDependency).
+    dependencies: list = field(default_factory=list)
+    config: Any = None
 
 
 def build_origin_policy(settings: dict[str, Any]) -> Any:
@@ -142,7 +149,8 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
                   writer=KernelWriter, metrics=metrics)
     router = Router.from_files(config.routing, max_placeholder_length=limits.max_placeholder_length)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
-    verifier = authenticator = None
+    verifier = authenticator = users = None
+    dependencies: list = []
     may_publish = publish_permission(ANYONE)
     if config.auth:
         users = build_user_provider(config.auth.get("users"), base)
@@ -154,9 +162,13 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
                                                "deduplicated": verifier.deduplicated})
         if isinstance(getattr(users, "stats", None), dict):
             metrics.add_source("users", lambda: users.stats)
+        if callable(getattr(users, "check", None)):
+            dependencies.append(users)
     policy = OroPubSub(hub, router, handlers, may_publish=may_publish, metrics=metrics)
     origin_policy = build_origin_policy(config.origins)
     watcher = build_server_state_watcher(config, origin_policy, reactor)
+    if callable(getattr(hub.broker, "check", None)):  # a broker spanning nodes (IDependency)
+        dependencies.append(hub.broker)
     factory = WampServerFactory(
         hub=hub,
         policy=policy,
@@ -185,7 +197,9 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         presence = HubPresence(hub)
     pushers = build_pushers(parse_pushers(config.pushers, str(config.auth.get("secret") or "")),
                             policy, metrics, reactor)
-    return OroServer(factory, verifier, metrics, router, handlers, watcher, services, presence, pushers)
+    return OroServer(factory, verifier, metrics, router, handlers, watcher=watcher, services=services,
+                     presence=presence, pushers=pushers, policy=policy, users=users,
+                     dependencies=dependencies, config=config)
 
 
 def build_factory(config: Config, reactor: Any = None, hub: Hub | None = None) -> WampServerFactory:

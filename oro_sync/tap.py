@@ -41,6 +41,9 @@ class Options(usage.Options):
         ["workers", None, None,
          "Run N worker processes on one port (SO_REUSEPORT); needs --broker."],
         ["worker", None, None, "(internal) Set by --workers on the processes it runs."],
+        ["admin", None, None, "The admin HTTP listener (/health, /metrics, /status) as a Twisted endpoint, "
+                              "or 'none' (default from the config: tcp:9101:interface=127.0.0.1)."],
+        ["log-format", None, None, "text (default) or json (one JSON object per line on stdout)."],
     ]
 
     def __init__(self) -> None:
@@ -60,6 +63,10 @@ class Options(usage.Options):
             config = load_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        if self["log-format"] is not None:
+            if self["log-format"] not in ("text", "json"):
+                raise usage.UsageError("--log-format must be text or json")
+            config.server.log_format = self["log-format"]
         if self["routing"]:
             config.routing = list(self["routing"])
         if self["listen"]:
@@ -185,7 +192,19 @@ class InOrderMultiService(service.MultiService):
     Twisted's MultiService stops them all at once; here the listener must
     have said goodbye to its clients before the ticket digest workers go, or
     handshakes still being checked would fail with tracebacks.
+
+    ``log_observer``, if set, becomes the application's log observer
+    (twistd uses it instead of its own text lines: ``--log-format json``).
     """
+
+    log_observer: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[override]
@@ -226,6 +245,10 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         sys.stderr.write(f"twistd oro-sync: {e}\n")
         raise SystemExit(1) from None
     top = InOrderMultiService()
+    if config.server.log_format == "json":
+        from oro_sync.ops.logformat import json_observer
+
+        top.log_observer = json_observer()
     ready = None
     if server.verifier is not None:
         from oro_sync.auth.verifier import VerifierService
@@ -241,8 +264,16 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         from oro_sync.workers import ParentWatchService
 
         ParentWatchService(reactor).setServiceParent(top)
+    from oro_sync.ops.services import add_operations
+
+    parameters = {}
+    if options["ping-interval"] is not None:
+        parameters["oro_sync.websocket_ping.interval"] = config.parameters["oro_sync.websocket_ping.interval"]
+    add_operations(top, server, config, reactor, admin=options["admin"],
+                   routing=list(options["routing"]) or None, parameters=parameters)
     # Stopped before everything added before it (and waited for), so
-    # clients are told goodbye before the digest workers and the broker go.
+    # clients are told goodbye before the digest workers, the broker and the
+    # admin listener go.
     OroSyncService(server.factory, config.server.listen, reactor, config.server.shutdown_timeout,
                    ready=ready, endpoint=endpoint).setServiceParent(top)
     # After the listener: backend pushers stop first, so nothing is pushed

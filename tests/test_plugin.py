@@ -320,8 +320,11 @@ class ServerProcessTests(ProcessTestCase):
     """``twistd -n oro-sync``: serves, relays an event, shuts down politely."""
 
     def start_server(self, *extra: str) -> ChildProcess:
+        # Never the admin listener's fixed default port (9101): other
+        # engineers' suites run on this machine at the same time.
         return self.spawn([TWISTD, "-n", "--pidfile=", "oro-sync",
-                           "--listen", "tcp:0:interface=127.0.0.1", *extra])
+                           "--listen", "tcp:0:interface=127.0.0.1",
+                           "--admin", "tcp:0:interface=127.0.0.1", *extra])
 
     @defer.inlineCallbacks
     def connect_client(self, server: ChildProcess, port: int, ticket: str, patience: float = 0.0):

@@ -17,9 +17,9 @@ from twisted.internet.defer import maybeDeferred
 
 from oro_sync.auth.rules import ANYONE, BACKEND, USERS, publish_permission
 from oro_sync.auth.rules import RULES as PUBLISHERS
-from oro_sync.auth.tickets import TicketError
+from oro_sync.auth.tickets import TicketError, parse_ticket
 from oro_sync.identity import Identity
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, clip
 
 __all__ = ["ANYONE", "BACKEND", "PUBLISHERS", "USERS", "TicketAuthenticator",
            "publish_permission"]
@@ -50,10 +50,10 @@ class TicketAuthenticator:
             if self.require_ticket:
                 if in_band:
                     return None
-                self._refuse(request, "no ticket")
+                self._refuse(request, "no ticket", session_id, "-")
             return Identity.anonymous_for(session_id)
         d = maybeDeferred(self.verifier.verify_identity, tickets[0], session_id)
-        d.addErrback(self._failed, request)
+        d.addErrback(self._failed, request, session_id, tickets[0])
         return d
 
     def verify_in_band(self, ticket: str, session_id: str) -> Any:
@@ -71,13 +71,29 @@ class TicketAuthenticator:
 
         return d.addErrback(refused)
 
-    def _failed(self, failure: Any, request: Any) -> None:
+    def _failed(self, failure: Any, request: Any, session_id: str, ticket: str) -> None:
         if failure.check(TicketError):
-            self._refuse(request, f"ticket {failure.value.reason}")
+            self._refuse(request, f"ticket {failure.value.reason}", session_id, _claimed_user(ticket))
         self.log.failure("ticket check failed for {peer}", failure, peer=request.peer)
         raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "authentication is unavailable")
 
-    def _refuse(self, request: Any, why: str) -> None:
+    def _refuse(self, request: Any, why: str, session_id: str, user: str) -> None:
+        # The one line per refused connection; never the ticket itself.
         self.refused += 1
-        self.log.warn("refusing {peer}: {why}", peer=request.peer, why=why)
+        peer = getattr(request, "peer", "")
+        address = peer.split(":", 1)[1].rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+        self.log.warn("refusing {address}: {why} (session {session}, user {user}, protocol {protocol})",
+                      log_event="refusal", peer=peer, why=why, reason="ticket", address=address,
+                      session=session_id, user=user,
+                      protocol=",".join(getattr(request, "protocols", None) or ()) or "-")
         raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Forbidden")
+
+
+def _claimed_user(ticket: str) -> str:
+    """The username a refused ticket claims (unverified, so cut short and
+    without control characters: a log line must stay one line), or "-"."""
+    try:
+        name = parse_ticket(ticket).username or "anonymous"
+    except Exception:
+        return "-"
+    return "".join(c if c.isprintable() else "?" for c in clip(name, 64))

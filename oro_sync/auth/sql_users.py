@@ -177,6 +177,16 @@ class SqlUserProvider:
             f" ORDER BY by_username DESC, id LIMIT 1"
         )
 
+    #: What /health calls this dependency (oro_sync.ops.health.IDependency).
+    name = "user_database"
+
+    def check(self) -> Deferred:
+        """Fire when the database answers ``SELECT 1``; fail when it cannot be
+        reached (for /health: a down database means no user can log in)."""
+        if self._closed:
+            return fail(UserLookupError(f"user provider {self.description} is closed"))
+        return self._pool.runQuery("SELECT 1")
+
     # -- IUserProvider ------------------------------------------------------
 
     def findUser(self, username_or_email: str) -> Deferred[UserRecord | None]:

@@ -113,6 +113,11 @@ class TicketVerifier:
         self.cache_hits = 0
         self.deduplicated = 0
 
+    @property
+    def pending(self) -> int:
+        """Ticket checks in progress (waiting for the user lookup or a digest worker)."""
+        return len(self._inflight)
+
     # ---------------------------------------------------------------- API
 
     def verify(self, ticket: str | bytes) -> Deferred:

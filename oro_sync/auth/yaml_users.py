@@ -174,6 +174,14 @@ class YamlUserProvider:
         """
         if self._path is None:
             return
+        self.replace_users(self.read_file())
+
+    def read_file(self) -> list[UserRecord]:
+        """The users the file holds now, validated but not yet in use (a
+        reload of several files checks them all before changing anything);
+        raises :class:`UserFileError`."""
+        if self._path is None:
+            return list(self._users)
         try:
             with open(self._path, encoding="utf-8") as handle:
                 data = yaml.safe_load(handle)
@@ -181,7 +189,10 @@ class YamlUserProvider:
             raise UserFileError(f"{self._path}: cannot read users file: {exc}") from exc
         except yaml.YAMLError as exc:
             raise UserFileError(f"{self._path}: invalid YAML: {exc}") from exc
-        records = _parse_users(data, self._path)
+        return _parse_users(data, self._path)
+
+    def replace_users(self, records: list[UserRecord]) -> None:
+        """Serve ``records`` (from :meth:`read_file`) from now on."""
         self._install(records)
         log.info(
             "Loaded {count} user(s) from {path}", count=len(records), path=self._path

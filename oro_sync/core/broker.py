@@ -13,10 +13,12 @@ WAMP v2 publisher's PUBLISHED and its subscribers' EVENTs agree.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from time import perf_counter
 from typing import Any, Collection, Iterator
 
 from zope.interface import Interface, implementer
 
+from oro_sync.core.metrics import LATENCY_SAMPLE
 from oro_sync.core.publish import Publication
 
 
@@ -74,16 +76,30 @@ class BrokerBase:
 class LocalBroker(BrokerBase):
     """Deliver to the subscribers held by one :class:`TopicRegistry`."""
 
-    def __init__(self, registry: Any, metrics: Any = None):
+    def __init__(self, registry: Any, metrics: Any = None, outbox: Any = None):
         self.registry = registry
         self.metrics = metrics
+        #: Told of sampled publications, to measure publish-to-send latency.
+        self.outbox = outbox
+        self._until_sample = LATENCY_SAMPLE
 
     def publish(self, publication: Publication) -> int:
         topic = self.registry.topics.get(publication.topic)
         if topic is None:
             return 0
-        n = topic.deliver(publication.event, publication.exclude, publication.eligible,
-                          publication.publication_id)
+        self._until_sample -= 1
+        if self._until_sample or self.outbox is None:
+            n = topic.deliver(publication.event, publication.exclude, publication.eligible,
+                              publication.publication_id)
+        else:
+            self._until_sample = LATENCY_SAMPLE
+            started = perf_counter()
+            n = topic.deliver(publication.event, publication.exclude, publication.eligible,
+                              publication.publication_id)
+            if n:
+                self.outbox.probe(started)
         if self.metrics is not None:
-            self.metrics.counters["events_delivered"] += n
+            counters = self.metrics.counters
+            counters["events_delivered"] += n
+            counters["event_bytes"] += topic.last_bytes
         return n

@@ -41,7 +41,9 @@ class Hub:
         self.outbox = Outbox(clock, writer)
         self.topics = TopicRegistry(max_subscriptions=max_subscriptions)
         self.broker: IBroker = (broker(self.topics) if broker is not None
-                                else LocalBroker(self.topics, metrics))
+                                else LocalBroker(self.topics, metrics, self.outbox))
+        if metrics is not None:
+            self.outbox.on_latency = metrics.observe_latency
         self.topics.broker = self.broker
         #: Who is connected and subscribed where (oro_sync.core.presence).
         self.presence = presence(self) if presence is not None else LocalPresence(self)

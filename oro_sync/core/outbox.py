@@ -21,6 +21,7 @@ the peer (a control frame, an RPC result, a close frame) first calls
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any, Callable
 
 from oro_sync.logs import Logger
@@ -79,6 +80,21 @@ class Outbox:
         self._writer = writer
         self._queues: list[PeerQueue] = []
         self._call: Any = None
+        #: ``perf_counter()`` of the sampled publications of this turn, and
+        #: who is told their publish-to-send time (see :meth:`probe`).
+        self._probes: list[float] = []
+        self.on_latency: Callable[[float], None] | None = None
+
+    def probe(self, started: float) -> None:
+        """A sampled publication that began at ``started`` (``perf_counter``)
+        has queued its frames: its latency is known once this turn's queues
+        are written (at once if nothing is pending)."""
+        if self.on_latency is None:
+            return
+        if self._call is None:
+            self.on_latency(perf_counter() - started)
+        else:
+            self._probes.append(started)
 
     def queue_for(self, transport: Any) -> PeerQueue:
         """A new queue writing to ``transport``; its ``send`` is the session's
@@ -103,3 +119,8 @@ class Outbox:
             except Exception:
                 # One broken transport must not keep the others' events.
                 _log.failure("writing queued frames to {transport} failed", transport=queue.transport)
+        if self._probes:
+            now = perf_counter()
+            probes, self._probes = self._probes, []
+            for started in probes:
+                self.on_latency(now - started)  # type: ignore[misc]

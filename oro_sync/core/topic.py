@@ -18,7 +18,7 @@ Send = Callable[[bytes], None]
 class Topic:
     """One channel: its URI, its subscribers, and delivery to them."""
 
-    __slots__ = ("uri", "subscribers", "_groups", "broker", "__weakref__")
+    __slots__ = ("uri", "subscribers", "_groups", "broker", "last_bytes", "__weakref__")
 
     def __init__(self, uri: str, broker: Any = None):
         self.uri = uri
@@ -28,6 +28,9 @@ class Topic:
         self._groups: dict[Any, dict[str, Send]] = {}
         #: The broker through which :meth:`broadcast` reaches every node.
         self.broker = broker
+        #: Bytes the last :meth:`deliver` wrote (frame size × receivers), for
+        #: metrics: counted once per publication, not once per receiver.
+        self.last_bytes = 0
 
     def __len__(self) -> int:
         return len(self.subscribers)
@@ -87,7 +90,7 @@ class Topic:
 
         ``publication_id`` 0 lets each front end's encoder pick a new one
         (node-local events such as the keep-alive ping)."""
-        count = 0
+        count = nbytes = 0
         for encode, members in list(self._groups.items()):
             data = encode(self, event, publication_id)
             if data is None:  # this front end cannot carry the event (its encoder said why)
@@ -102,6 +105,8 @@ class Topic:
             for send in targets:
                 send(data)
             count += len(targets)
+            nbytes += len(data) * len(targets)
+        self.last_bytes = nbytes
         return count
 
 

@@ -59,17 +59,58 @@ class OroPubSub:
         self.handlers = handlers
         #: ``may_publish(session, request)``: who may publish (see oro_sync.auth.policy).
         self.may_publish = may_publish
-        missing = [(route, name) for route in router.routes for name in route.callbacks
-                   if name not in handlers]
-        if missing:
-            route, name = missing[0]
-            raise RoutingError(f"handler.callback names no handler: {name!r} (handlers: "
-                               f"{', '.join(sorted(handlers)) or 'none'})", route.source, route.name)
+        _check_callbacks(router, handlers)
         hub.topics.on_removed.append(self._topic_removed)
         #: Whether each pushable handler's onPush takes the provider name
         #: (GosWebSocketBundle's 4-argument form) or not (topic, request, data).
-        self._push_provider = {name: _takes_provider(h) for name, h in handlers.items()
-                               if IPushableTopic.providedBy(h)}
+        self._push_provider = _push_providers(handlers)
+
+    def replace(self, router: Router, handlers: dict[str, Any]) -> list[tuple[str, int]]:
+        """Serve ``router`` and ``handlers`` from now on (a reload), keeping
+        every connection and subscription.
+
+        Raises RoutingError, changing nothing, if a route names no handler.
+        Live topics move to the new handlers (periodic timers restart with
+        them); a topic whose route is gone has its subscriptions closed (the
+        old handlers' ``onUnSubscribe`` runs) and is logged.  Returns the
+        (topic, subscriptions closed) of those.
+        """
+        _check_callbacks(router, handlers)
+        topics = list(self.hub.topics.topics.values())
+        for topic in topics:
+            self._stop_timers(topic)
+        old_router, old_handlers = self.router, self.handlers
+        self.router, self.handlers = router, handlers
+        self._push_provider = _push_providers(handlers)
+        closed = []
+        for topic in topics:
+            request = router.match(topic.uri)
+            if request is not None:
+                for handler in self.handlers_for(request):
+                    if ITopicPeriodicTimer.providedBy(handler):
+                        self._call(handler, "registerPeriodicTimer", topic, topic.uri, None, topic)
+                continue
+            old = old_router.match(topic.uri)
+            sessions = list(topic)
+            for session in sessions:
+                if old is not None:
+                    for name in old.route.callbacks:
+                        handler = old_handlers.get(name)
+                        if handler is not None:
+                            self._call(handler, "onUnSubscribe", topic, topic.uri, None, session, topic, old)
+                self.hub.topics.unsubscribe(session, topic.uri)
+            self.log.warn("reload: no route for {topic} any more: closed its {n} subscription(s)",
+                          topic=clip(topic.uri), n=len(sessions))
+            closed.append((topic.uri, len(sessions)))
+        return closed
+
+    def _stop_timers(self, topic: Topic) -> None:
+        request = self.router.match(topic.uri)
+        if request is None:
+            return
+        for handler in self.handlers_for(request):
+            if ITopicPeriodicTimer.providedBy(handler):
+                self._call(handler, "unregisterPeriodicTimer", topic, topic.uri, None, topic)
 
     def handlers_for(self, request: WampRequest) -> list[Any]:
         return [self.handlers[name] for name in request.route.callbacks]
@@ -183,12 +224,7 @@ class OroPubSub:
     # -- internals ----------------------------------------------------------------
 
     def _topic_removed(self, topic: Topic) -> None:
-        request = self.router.match(topic.uri)
-        if request is None:
-            return
-        for handler in self.handlers_for(request):
-            if ITopicPeriodicTimer.providedBy(handler):
-                self._call(handler, "unregisterPeriodicTimer", topic, topic.uri, None, topic)
+        self._stop_timers(topic)
 
     def _call(self, handler: Any, method: str, topic: Any, uri: str, event: Any, *args: Any) -> None:
         try:
@@ -214,6 +250,12 @@ class OroPubSub:
                              event=clip(repr(event)), level=LogLevel.error)
 
 
+def _push_providers(handlers: dict[str, Any]) -> dict[str, bool]:
+    """For each pushable handler, whether its onPush takes the provider name
+    (GosWebSocketBundle's 4-argument form) or not (topic, request, data)."""
+    return {name: _takes_provider(h) for name, h in handlers.items() if IPushableTopic.providedBy(h)}
+
+
 def _takes_provider(handler: Any) -> bool:
     """Whether ``handler.onPush`` accepts a fourth argument, the provider."""
     try:
@@ -223,3 +265,13 @@ def _takes_provider(handler: Any) -> bool:
     except ValueError:  # no signature to read (a builtin): call it the Gos way
         return True
     return True
+
+
+def _check_callbacks(router: Router, handlers: dict[str, Any]) -> None:
+    """Every route's callbacks must name a handler (RoutingError otherwise)."""
+    missing = [(route, name) for route in router.routes for name in route.callbacks
+               if name not in handlers]
+    if missing:
+        route, name = missing[0]
+        raise RoutingError(f"handler.callback names no handler: {name!r} (handlers: "
+                           f"{', '.join(sorted(handlers)) or 'none'})", route.source, route.name)

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from oro_sync.auth.origins import fix_schemeless_origin
 from oro_sync.core.outbox import PeerQueue
 from oro_sync.identity import Identity
-from oro_sync.logs import Logger
+from oro_sync.logs import Logger, clip
 from oro_sync.wamp.contract import IConnection
 from oro_sync.websocket.api08 import PerConnectionRegistrations
 from oro_sync.websocket.header_gate import HeaderGate
@@ -148,12 +148,15 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
                 return None
         return super().processHandshake()
 
-    def _refuse(self, reason: str, status: int, why: str) -> None:
+    def _refuse(self, reason: str, status: int, why: str, request: Any = None) -> None:
         self.factory.metrics.refused(reason)
         # One line per refusal, but the same refusal repeated by one address
         # is counted rather than logged each time.
         self.factory.repeats.warn(("refused", reason, self._peer_host, why[:200]),
-                                  "refusing {peer}: {why}", peer=self.peer, why=why)
+                                  "refusing {address}: {why} (session {session}, user {user}, protocol {protocol})",
+                                  log_event="refusal", peer=self.peer, why=why, reason=reason,
+                                  address=self._peer_host, session=self.session_id or "-", user="-",
+                                  protocol=_offered(request))
         raise ConnectionDeny(status, why)
 
     def onConnect(self, request: Any) -> Any:
@@ -168,7 +171,7 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
         if factory.originPolicy is not None:
             why = factory.originPolicy.check(request.headers.get("origin"))
             if why is not None:
-                self._refuse("origin", ConnectionDeny.FORBIDDEN, why)
+                self._refuse("origin", ConnectionDeny.FORBIDDEN, why, request)
         # The client's first choice among those we speak (its order is its preference).
         protocol = next((p for p in request.protocols if p in factory.sessionClasses), None)
         if protocol is None and (request.protocols or factory.strictSubprotocol):
@@ -176,7 +179,7 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
             # something else (serving it WAMP v1 would fail it silently).
             self._refuse("subprotocol", ConnectionDeny.BAD_REQUEST,
                          "offer one of the WebSocket subprotocols this server speaks: "
-                         + ", ".join(f'"{p}"' for p in factory.sessionClasses))
+                         + ", ".join(f'"{p}"' for p in factory.sessionClasses), request)
         self.subprotocol = protocol or factory.defaultSubprotocol
         self._session_class = factory.sessionClasses[self.subprotocol]
         self.session_id = self._session_class.new_session_id()
@@ -263,6 +266,10 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
         session = self.session
         session.send_frame = self._queue.send if self._queue is not None else self._write_now
         self._session_open = True
+        self._opened_at = self.factory.clock.seconds()
+        self._log.info("connect {session}: user {user} from {address} over {protocol}",
+                       log_event="connect", session=self.session_id, user=_user(self.identity),
+                       address=self._peer_host, protocol=session.protocol)
         self.factory.sessionOpened(session)
         self.onSessionOpen()
 
@@ -271,7 +278,9 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
 
     def send_message(self, data: bytes, binary: bool = False) -> None:
         if self.state == _OPEN:
-            self.factory.metrics.counters["messages_out"] += 1
+            counters = self.factory.metrics.counters
+            counters["messages_out"] += 1
+            counters["bytes_out"] += len(data)
             self.sendMessage(data, binary)
 
     def allow_publish(self) -> bool:
@@ -399,7 +408,9 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
         # sent a close frame (or cut off) gets nothing more.
         if self.state != _OPEN or self.session is None or self._left:
             return
-        self.factory.metrics.counters["messages_in"] += 1
+        counters = self.factory.metrics.counters
+        counters["messages_in"] += 1
+        counters["bytes_in"] += len(payload)
         self.spend_message_budget()
         try:
             self.session.receive(payload, isBinary)
@@ -413,6 +424,8 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
     # -- closing -------------------------------------------------------------------
 
     _left = False
+    #: When the session opened (for the disconnect line); None before and after.
+    _opened_at: float | None = None
 
     def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
                        isReply: bool = False) -> None:
@@ -426,6 +439,14 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
         self._cancel_paused_check()
         self._cancel_ready_timer()
         self._leave()
+        if self._opened_at is not None:
+            session = self.session
+            self._log.info("disconnect {session}: user {user} from {address} over {protocol} "
+                           "(code {code}, after {duration:.0f} s)", log_event="disconnect",
+                           session=self.session_id, user=_user(self.identity), address=self._peer_host,
+                           protocol=session.protocol, code=code, clean=wasClean,
+                           duration=self.factory.clock.seconds() - self._opened_at)
+            self._opened_at = None
 
     def _leave(self) -> None:
         self._left = True
@@ -438,3 +459,16 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
                 self._log.failure("{session}: session cleanup failed", session=self.session_id)
             session.__dict__.pop("send_frame", None)  # back to the no-op method
             self.factory.sessionClosed(session)
+
+
+def _user(identity: Any) -> str:
+    """The user a log line names (never anything from the ticket but the name)."""
+    return getattr(identity, "username", None) or "-"
+
+
+def _offered(request: Any) -> str:
+    """The subprotocols a refused client offered, for its log line."""
+    protocols = getattr(request, "protocols", None)
+    if not protocols:
+        return "-"
+    return "".join(c if c.isprintable() else "?" for c in clip(",".join(protocols), 100))

@@ -24,6 +24,8 @@ class OroServer:
     """A listening Oro server plus ticket helpers; stopped by the test's cleanup."""
 
     def __init__(self, built: Any, port: Any):
+        #: The composition root's OroServer (for the admin site).
+        self.built = built
         self.factory = built.factory
         self.router = built.router
         self.handlers = built.handlers
