@@ -39,7 +39,8 @@ sys.path.insert(0, HERE)
 from common import free_port, git_commit, listening, loadavg, proc_cpu_rss, stop_process  # noqa: E402
 
 PY = sys.executable
-TWISTD = [PY, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "oro-sync"]
+TWISTD = [PY, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "oro-sync",
+          "--admin", "none"]
 TOPIC = "oro/maintenance"
 
 

@@ -21,6 +21,7 @@ are supported (terminate TLS in front of the workers).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from typing import Any, Callable
@@ -269,10 +270,33 @@ def worker_argv(options: Any) -> Callable[[int, str], list[str]]:
         base += ["--config", os.path.abspath(options["config"])]
     for path in options["routing"]:
         base += ["--routing", path]
-    for name in ("ping-interval", "log-level", "broker"):
-        if options[name] is not None:
+    for name in ("ping-interval", "log-level", "broker", "log-format"):
+        if options.get(name) is not None:
             base += [f"--{name}", str(options[name])]
+    admin = options.get("admin")
+    if admin is None:
+        admin = getattr(getattr(options, "config", None), "server", None)
+        admin = getattr(admin, "admin", None)
 
     def argv(index: int, listen: str) -> list[str]:
-        return base + ["--listen", listen, "--worker", str(index)]
+        extra = [] if admin is None else ["--admin", worker_admin(str(admin), index)]
+        return base + extra + ["--listen", listen, "--worker", str(index)]
     return argv
+
+
+_PORTED = re.compile(r"^(tcp|ssl):(?:port=)?(\d+)(?=:|$)")
+
+
+def worker_admin(endpoint: str, index: int) -> str:
+    """Worker ``index``'s admin listener: each worker has its own /health and
+    /metrics (a shared port would answer for a random worker), on the
+    configured port plus the worker's index (``tcp:9101`` -> 9101, 9102, ...).
+    A port of 0 stays 0 (the OS chooses); an endpoint without a port number
+    (a UNIX socket) is served by worker 0 only; ``none`` stays off."""
+    m = _PORTED.match(endpoint.strip())
+    if m is None:
+        return endpoint if index == 0 else "none"
+    port = int(m.group(2))
+    if port == 0:
+        return endpoint
+    return f"{m.group(1)}:{port + index}{endpoint.strip()[m.end():]}"

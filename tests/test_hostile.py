@@ -46,7 +46,7 @@ class ChildServerTestCase(ProcessTestCase):
     @defer.inlineCallbacks
     def start_child(self, **limits: Any) -> Any:
         cfg = server_config(self.workdir, limits)
-        args = [TWISTD, "-n", "--pidfile=", "oro-sync", "--config", cfg]
+        args = [TWISTD, "-n", "--pidfile=", "oro-sync", "--config", cfg, "--admin", "none"]
         child = ChildProcess(self.reactor, args)
         env = clean_env()
         env["PYTHONPATH"] = SOURCE_TREE

@@ -44,7 +44,7 @@ class TwistdPushersTests(ProcessTestCase):
     @defer.inlineCallbacks
     def test_pushers_run_under_twistd(self):
         redis = PushRedis.shared()
-        server = self.spawn([TWISTD, "-n", "--pidfile=", "oro-sync", "--listen",
+        server = self.spawn([TWISTD, "-n", "--pidfile=", "oro-sync", "--admin", "none", "--listen",
                              "tcp:0:interface=127.0.0.1", "--config", self.write_config(redis.port)])
         port = int((yield server.wait_for(LISTENING)).group(1))
         http_port = int((yield server.wait_for(HTTP_LISTENING)).group(1))

@@ -68,6 +68,7 @@ class WorkerTests(ProcessTestCase):
         redis = redis_server(self)
         server = self.spawn([TWISTD, "-n", "--pidfile=", "oro-sync", "--config", self.open_config(),
                              "--listen", "tcp:0:interface=127.0.0.1", "--workers", "2",
+                             "--admin", "tcp:0:interface=127.0.0.1",
                              "--broker", redis.url()])
         match = yield server.wait_for(listening(2), PROCESS_TIMEOUT * 2)
         port = int(match.group(1))
@@ -122,7 +123,37 @@ class WorkerTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_workers_without_a_broker_are_refused(self):
-        child = yield self.run_to_end([TWISTD, "-n", "--pidfile=", "oro-sync", "--workers", "2"])
+        child = yield self.run_to_end([TWISTD, "-n", "--pidfile=", "oro-sync", "--admin", "none", "--workers", "2"])
         self.assertNotEqual(self.exit_status(child), 0, child.report())
         self.assertIn("--workers needs a broker", child.text(), child.report())
         self.assertNoTraceback(child)
+
+
+class WorkerAdminTests(unittest.TestCase):
+    """Each worker gets an admin listener of its own (a shared port would
+    answer /health and /metrics for a random worker)."""
+
+    def test_ports_follow_the_worker_index(self):
+        from oro_sync.workers import worker_admin
+
+        self.assertEqual(worker_admin("tcp:9101:interface=127.0.0.1", 0), "tcp:9101:interface=127.0.0.1")
+        self.assertEqual(worker_admin("tcp:9101:interface=127.0.0.1", 2), "tcp:9103:interface=127.0.0.1")
+        self.assertEqual(worker_admin("tcp:port=9101", 1), "tcp:9102")
+        self.assertEqual(worker_admin("tcp:0:interface=127.0.0.1", 3), "tcp:0:interface=127.0.0.1")
+        self.assertEqual(worker_admin("none", 1), "none")
+        self.assertEqual(worker_admin("unix:/run/oro-sync-admin.sock", 0), "unix:/run/oro-sync-admin.sock")
+        self.assertEqual(worker_admin("unix:/run/oro-sync-admin.sock", 1), "none")
+
+    def test_worker_command_lines_carry_admin_and_log_format(self):
+        from oro_sync.tap import Options
+        from oro_sync.workers import worker_argv
+
+        options = Options()
+        options.parseOptions(["--broker", "redis://127.0.0.1:1/0", "--workers", "2",
+                              "--log-format", "json"])
+        argv = worker_argv(options)
+        first, second = argv(0, "fd:3"), argv(1, "fd:3")
+        self.assertIn("json", first[first.index("--log-format") + 1:][:1])
+        # the configuration's admin endpoint (tcp:9101 on localhost), spread over the workers
+        self.assertEqual(first[first.index("--admin") + 1], "tcp:9101:interface=127.0.0.1")
+        self.assertEqual(second[second.index("--admin") + 1], "tcp:9102:interface=127.0.0.1")
