@@ -21,14 +21,14 @@ from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from oro_sync.auth.origins import fix_schemeless_origin
-from oro_sync.core.outbox import PeerQueue
 from oro_sync.identity import Identity
 from oro_sync.logs import Logger, clip
 from oro_sync.wamp.contract import IConnection
 from oro_sync.websocket.api08 import PerConnectionRegistrations
 from oro_sync.websocket.header_gate import HeaderGate
 from oro_sync.websocket.keepalive import PingPolicy, enable_tcp_keepalive
-from oro_sync.websocket.kernel_write import batches, buffered_bytes
+from oro_sync.websocket.output_flow import OutputFlow
+from oro_sync.websocket.kernel_write import batches
 from oro_sync.websocket.limits import TokenBucket
 from oro_sync.websocket.read_throttle import ReadThrottle
 
@@ -36,14 +36,12 @@ _OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
 @implementer(IConnection, IPushProducer)
-class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, HeaderGate, WebSocketServerProtocol):
+class WampConnection(PingPolicy, PerConnectionRegistrations, OutputFlow, ReadThrottle, HeaderGate,
+                     WebSocketServerProtocol):
     """A WebSocket connection carrying one WAMP v1 or v2 session.
 
-    It is also the push producer of its transport: while the peer does not
-    read and the buffers are full, Twisted calls ``pauseProducing`` on every
-    further write, and a periodic check runs while paused; past the
-    factory's output buffer limit the connection is aborted (a slow consumer
-    must not grow the server's memory without bound).
+    It is also the push producer of its transport (flow control and the
+    slow-consumer cut-off: :mod:`oro_sync.websocket.output_flow`).
     """
 
     # Not ``log``: that would shadow the txaio logger Autobahn's own code
@@ -62,18 +60,12 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
     _session_class: Any = None
     _publish_bucket: TokenBucket | None = None
     _throttled = False
-    _paused_check: Any = None
     _ready_timer: Any = None
     _peer_host = ""
     _origin_fixed = False
     _handshaking = False
     #: True from session_ready() until the session left the hub.
     _session_open = False
-    #: This session's events of the current reactor turn (see oro_sync.core.outbox).
-    _queue: PeerQueue | None = None
-    # Output holding (see hold_output).
-    _hold: list[bytes] | None = None
-    _queued_before_hold: list[bytes] | None = None
 
     @property
     def clock(self) -> Any:
@@ -295,47 +287,6 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
                            peer=self.peer, session=self.session_id, rate=bucket.rate)
         return False
 
-    def hold_output(self) -> list[bytes]:
-        """Keep every frame for this peer (events and other writes), in order,
-        until :meth:`release_output`; returns the list they go to.
-
-        Events reach the peer queue's ``send`` (what topics hold), so the
-        queue's list itself is swapped for the hold list: no check is added
-        to the per-delivery path."""
-        self._hold = hold = []
-        if self._queue is not None:
-            self._queued_before_hold, self._queue.frames = self._queue.frames, hold
-        return hold
-
-    def release_output(self, held: list[bytes]) -> None:
-        if self._hold is not None and self._queue is not None:
-            self._queue.frames = self._queued_before_hold
-            self._queued_before_hold = None
-        self._hold = None
-        for data in held:
-            if self._queue is not None:
-                self._queue.send(data)
-            else:
-                self.transport.write(data)
-
-    def _write_now(self, data: bytes) -> None:
-        """``send_frame`` for transports without an outbox queue."""
-        if self._hold is not None:
-            self._hold.append(data)
-        else:
-            self.transport.write(data)
-
-    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        # Every other write (WELCOME, RPC results, pings, the close frame)
-        # goes after the events queued before it.
-        if self._hold is not None:
-            self._hold.append(data)
-            return
-        queue = self._queue
-        if queue is not None and queue.frames:
-            queue.flush()
-        super().sendData(data, sync, chopsize)
-
     def close(self, code: int, reason: str) -> None:
         """Close with any WebSocket code (Autobahn's sendClose allows only
         1000 and 3000-4999; the failure path sends the given code)."""
@@ -343,63 +294,6 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, ReadThrottle, Heade
             self.sendClose(code, reason.encode("utf-8")[:123].decode("utf-8", "ignore"))
         else:
             self._fail_connection(code, reason)
-
-    # -- flow control (IPushProducer: the transport says when it is full) ------
-
-    def pauseProducing(self) -> None:
-        # Twisted calls this on every write while the buffer is full: with the
-        # outbox that is once per reactor turn for a lagging peer, whatever
-        # the number of events, so the buffer is measured every time.
-        if self._over_output_limit():
-            self._slow_consumer()
-            return
-        self.factory.outputLagging(self)
-        if self._paused_check is None:
-            # Some transports (TLS) pause only once: keep checking while paused.
-            self._paused_check = self.factory.clock.callLater(1.0, self._check_paused)
-
-    def resumeProducing(self) -> None:
-        self._cancel_paused_check()
-        self.factory.outputCaughtUp(self)
-
-    def stopProducing(self) -> None:
-        self._cancel_paused_check()
-
-    def _check_paused(self) -> None:
-        self._paused_check = None
-        if self._over_output_limit():
-            self._slow_consumer()
-        else:
-            self._paused_check = self.factory.clock.callLater(1.0, self._check_paused)
-
-    def _cancel_paused_check(self) -> None:
-        if self._paused_check is not None:
-            if self._paused_check.active():
-                self._paused_check.cancel()
-            self._paused_check = None
-
-    def _over_output_limit(self) -> bool:
-        return buffered_bytes(self.transport) > self.factory.limits.max_output_buffer
-
-    def cutOff(self, why: str) -> None:
-        """Drop this peer as a slow consumer (``why`` is logged)."""
-        if self.state != self.STATE_CLOSED:
-            self._slow_consumer(why)
-
-    def _slow_consumer(self, why: str = "") -> None:
-        self._cancel_paused_check()
-        self.factory.outputCaughtUp(self)
-        self.factory.repeats.warn(("slow_consumer", self._peer_host),
-                                  "{peer} ({session}) does not read its events: closing ({why})",
-                                  peer=self.peer, session=self.session_id,
-                                  why=why or f"over {self.factory.limits.max_output_buffer} bytes queued")
-        self.factory.metrics.counters["slow_consumers_closed"] += 1
-        if self._queue is not None:
-            self._queue.discard()
-        self._leave()  # no more events are queued for it from now on
-        self.wasClean = False
-        self.wasNotCleanReason = "slow consumer: output buffer limit exceeded"
-        self.dropConnection(abort=True)
 
     # -- incoming messages -------------------------------------------------------
 
