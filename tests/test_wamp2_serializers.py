@@ -242,6 +242,25 @@ class DecodeBoundsTests(unittest.TestCase):
             with self.assertRaises(SerializationError):
                 serializer.decode(payload)
 
+    def test_cbor_shared_references_are_refused_at_once(self) -> None:
+        # Tags 28/29 make each level hold the one below twice: 60 levels are
+        # about 400 bytes, and a tree walk of them would never end.
+        from cbor2 import CBORTag
+
+        value = CBORTag(28, [1])
+        for d in range(58, -1, -1):
+            value = CBORTag(28, [value, CBORTag(29, d + 1)])
+        payload = cbor2.dumps([1, "realm1", {"roles": {"subscriber": {}}, "x": value}])
+        self.assertLess(len(payload), 500)
+        with self.assertRaises(SerializationError) as caught:
+            CBOR.decode(payload)
+        self.assertIn("shared by reference", caught.exception.reason)
+
+    def test_equal_values_that_are_not_shared_pass(self) -> None:
+        msg = [16, 1, {}, "t", [[1], [1], {"a": [1]}, {"a": [1]}]]
+        for serializer in (JSON, MSGPACK, CBOR):
+            self.assertEqual(serializer.decode(serializer.encode(msg)), msg)
+
     def test_round_trip(self) -> None:
         msg = [36, 1, 2, {}, ["é", 1, 2.5, None, True, {"a": [1]}]]
         for serializer in (JSON, MSGPACK, CBOR):

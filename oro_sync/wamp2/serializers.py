@@ -61,9 +61,15 @@ def check_value(value: Any, what: str) -> None:
     """Raise SerializationError unless ``value`` holds only JSON's types
     (dicts with string keys, integers of at most 64 bits), nested at most
     MAX_DEPTH deep: then every serializer can send it on.  Iterative, so a
-    hostile nesting cannot exhaust the stack."""
+    hostile nesting cannot exhaust the stack.
+
+    Each container must appear once: CBOR's shared references (tags 28/29)
+    decode a few hundred bytes into a graph whose tree walk (and whose
+    re-encoding for other clients) doubles with every level.  JSON and
+    MessagePack cannot share, so for them the check never fires."""
     stack = [(value, 1)]
     pop, push = stack.pop, stack.append
+    seen: set[int] = set()
     while stack:
         v, depth = pop()
         t = type(v)
@@ -75,6 +81,11 @@ def check_value(value: Any, what: str) -> None:
             continue
         if depth > MAX_DEPTH:
             raise SerializationError(f"{what}: nested deeper than {MAX_DEPTH} levels")
+        if t is list or t is dict:
+            ident = id(v)
+            if ident in seen:
+                raise SerializationError(f"{what}: a value shared by reference cannot be relayed")
+            seen.add(ident)
         if t is list:
             for x in v:
                 push((x, depth + 1))
