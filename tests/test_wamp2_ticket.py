@@ -60,6 +60,19 @@ class WampTicketTests(unittest.TestCase):
         session = self.server.factory.hub.sessions[str(s.session_id)]
         self.assertTrue(session.identity.backend)
         self.assertEqual(s.welcome_details.authmethod, "ticket")
+        # The connection knows too: backends are exempt from the message
+        # budget, and log lines name who it is.
+        self.assertTrue(session.conn.identity.backend)
+        self.assertIsNone(session.conn._message_budget)
+
+    @defer.inlineCallbacks
+    def test_user_ticket_in_band_names_the_connection_and_keeps_its_budget(self) -> Any:
+        s = yield self.join(self.server.ticket("admin"), authid="admin")
+        conn = self.server.factory.hub.sessions[str(s.session_id)].conn
+        self.assertEqual(conn.identity.username, "admin")
+        self.assertIsNotNone(conn._message_budget)
+        connects = [e for e in self.log_events if e.get("log_event") == "connect"]
+        self.assertEqual(connects[-1]["user"], "admin")
 
     @defer.inlineCallbacks
     def _refused(self, ticket: str, reason: str) -> Any:

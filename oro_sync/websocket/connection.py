@@ -131,13 +131,17 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, OutputFlow, ReadThr
                 self._origin_fixed = True
                 self.data = fix_schemeless_origin(self.data[:end]) + self.data[end:]
         else:
+            # Bytes sent before the 101 (the ticket is still being checked):
+            # a WebSocket client has no business sending any.  They are not
+            # parsed as another request (a second head would run onConnect
+            # again and count a second pending handshake that nothing ends,
+            # until accept() paused for good); they wait, bounded, and are
+            # read as frames once the session is open.
             limit = self.factory.limits.max_request_header
             if limit and len(self.data) > limit:
-                # Bytes sent before the 101 (the ticket is still being
-                # checked): a WebSocket client has no business sending any.
                 self.wasClean = False
                 self.dropConnection(abort=True)
-                return None
+            return None
         return super().processHandshake()
 
     def _refuse(self, reason: str, status: int, why: str, request: Any = None) -> None:
@@ -256,6 +260,13 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, OutputFlow, ReadThr
             return  # an in-band authentication finished after the peer left
         self._cancel_ready_timer()
         session = self.session
+        # WAMP-Ticket: the session learnt who it is in band, after onOpen
+        # gave the connection the anonymous identity of a missing URL ticket.
+        identity = getattr(session, "identity", None)
+        if identity is not None and identity is not self.identity:
+            self.identity = identity
+            if getattr(identity, "backend", False):
+                self._message_budget = None  # backends are not rate-limited
         session.send_frame = self._queue.send if self._queue is not None else self._write_now
         self._session_open = True
         self._opened_at = self.factory.clock.seconds()
