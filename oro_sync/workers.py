@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import sys
 from typing import Any, Callable
@@ -196,6 +197,18 @@ class WorkerPool(service.Service):
                       port=port)
         for index in range(self.n):
             self._spawn(index)
+        # SIGHUP (systemctl reload) is each worker's reload: without a
+        # handler here its default action would end the parent, and with it
+        # every worker.
+        self._previous_hup = signal.signal(signal.SIGHUP, self._hup)
+
+    def _hup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self._reload_workers)
+
+    def _reload_workers(self) -> None:
+        self.log.info("SIGHUP: reloading {n} workers", n=len(self.workers))
+        for w in list(self.workers.values()):
+            self._signal(w, "HUP")
 
     def _spawn(self, index: int) -> None:
         self._restarts.pop(index, None)
@@ -231,6 +244,9 @@ class WorkerPool(service.Service):
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[override]
         super().stopService()
+        if getattr(self, "_previous_hup", None) is not None:
+            signal.signal(signal.SIGHUP, self._previous_hup)
+            self._previous_hup = None
         for call in self._restarts.values():
             if call.active():
                 call.cancel()

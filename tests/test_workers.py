@@ -102,6 +102,17 @@ class WorkerTests(ProcessTestCase):
             msg = yield c.next_message()
             self.assertEqual(msg, [8, TOPIC, "after the restart"], server.report())
 
+        # SIGHUP (systemctl reload) to the parent reloads every worker; the
+        # parent and the clients stay.
+        server.signal("HUP")
+        yield server.wait_for(re.compile(rb"SIGHUP: reloading 2 workers"))
+        yield server.wait_for(re.compile(rb"SIGHUP: reloading.*reloaded [^\n]*routes.*reloaded [^\n]*routes",
+                                         re.DOTALL))
+        newcomer.publish(TOPIC, "after the reload")
+        for c in alive + [newcomer]:
+            msg = yield c.next_message()
+            self.assertEqual(msg, [8, TOPIC, "after the reload"], server.report())
+
         # SIGTERM to the parent reaches every worker; each says 1001.
         server.signal("TERM")
         for c in alive + [newcomer]:

@@ -19,7 +19,7 @@ from oro_sync.auth.rules import ANYONE, BACKEND, USERS, publish_permission
 from oro_sync.auth.rules import RULES as PUBLISHERS
 from oro_sync.auth.tickets import TicketError, parse_ticket
 from oro_sync.identity import Identity
-from oro_sync.logs import Logger, clip
+from oro_sync.logs import Logger, RepeatLimiter, clip
 
 __all__ = ["ANYONE", "BACKEND", "PUBLISHERS", "USERS", "TicketAuthenticator",
            "publish_permission"]
@@ -39,6 +39,9 @@ class TicketAuthenticator:
         self.verifier = verifier
         self.require_ticket = require_ticket
         self.refused = 0
+        #: One line per refusal, but a client repeating the same refused
+        #: ticket (cheap: refusals are cached) is counted, not logged each time.
+        self.repeats = RepeatLimiter(self.log)
 
     def authenticate(self, request: Any, session_id: str, in_band: bool = False) -> Any:
         """The identity of the URL ticket (a Deferred), or the anonymous one
@@ -82,8 +85,9 @@ class TicketAuthenticator:
         self.refused += 1
         peer = getattr(request, "peer", "")
         address = peer.split(":", 1)[1].rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
-        self.log.warn("refusing {address}: {why} (session {session}, user {user}, protocol {protocol})",
-                      log_event="refusal", peer=peer, why=why, reason="ticket", address=address,
+        self.repeats.warn(("ticket", address, why),
+                          "refusing {address}: {why} (session {session}, user {user}, protocol {protocol})",
+                          log_event="refusal", peer=peer, why=why, reason="ticket", address=address,
                       session=session_id, user=user,
                       protocol=",".join(getattr(request, "protocols", None) or ()) or "-")
         raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Forbidden")

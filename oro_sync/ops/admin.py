@@ -59,8 +59,16 @@ class HealthResource(resource.Resource):
             request.write(json.dumps(body, indent=1).encode("utf-8") + b"\n")
             request.finish()
 
+        def failed(failure: Any) -> None:
+            Logger().failure("/health failed", failure)
+            if not gone:  # never leave the prober hanging
+                request.setResponseCode(500)
+                request.setHeader(b"content-type", b"application/json")
+                request.write(b'{"status": "error"}\n')
+                request.finish()
+
         d.addCallback(answer)
-        d.addErrback(lambda f: Logger().failure("/health failed", f))
+        d.addErrback(failed)
         return server.NOT_DONE_YET
 
 

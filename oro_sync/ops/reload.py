@@ -64,7 +64,8 @@ class Reloader:
             if self.routing is not None:
                 config.routing = list(self.routing)
             config.parameters.update(self.parameters)
-            router = Router.from_files(config.routing)
+            router = Router.from_files(  # limits are restart-only: the running ones
+                config.routing, max_placeholder_length=self.srv.factory.limits.max_placeholder_length)
             hub = self.srv.factory.hub
             handlers = build_handlers(config.services, config.parameters,
                                       default_references(self.reactor, hub))

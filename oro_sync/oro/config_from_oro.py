@@ -186,8 +186,18 @@ def run(app_dir: str, output: str, force: bool = False, database: bool = True,
         print("Not found or not done:", file=out)
         for text in findings.missing:
             print(f"  - {text}", file=out)
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(ac.render(data, os.path.abspath(app_dir)))
+    # The file holds the secret: written 0600 next to the target and renamed
+    # over it, so an existing file's wider mode (--force) is not inherited.
+    text = ac.render(data, os.path.abspath(app_dir))
+    tmp = f"{output}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     print(f"Wrote {output}", file=out)
     return 0

@@ -209,11 +209,21 @@ class Wamp2Session(OpeningMixin, SessionBase):
             self.send(answer)
             conn.release_output(held)
 
+    #: Whether this session was refused the meta API before (logged once).
+    _meta_refused = False
+
+    def _first_meta_refusal(self) -> bool:
+        """True the first time: a user asking again and again is answered
+        each time, but logged once per session."""
+        first, self._meta_refused = not self._meta_refused, True
+        return first
+
     def _subscribe_meta(self, msg: m.Subscribe) -> None:
         """The meta events (wamp.session.on_join...): backends only, no handlers."""
         if msg.topic not in META_EVENTS or not self.router.may_use_meta(self.identity):
-            self._log.info("{user} ({session}) refused meta topic {topic}", user=self.identity.username,
-                           session=self.session_id, topic=clip(msg.topic))
+            if self._first_meta_refusal():
+                self._log.info("{user} ({session}) refused meta topic {topic}", user=self.identity.username,
+                               session=self.session_id, topic=clip(msg.topic))
             self.send(m.error(m.SUBSCRIBE, msg.request_id, m.ERROR_NOT_AUTHORIZED,
                               [f"subscription to {msg.topic} refused"]))
             return
@@ -309,8 +319,9 @@ class Wamp2Session(OpeningMixin, SessionBase):
                               [f"no procedure registered for {msg.procedure}"]))
             return
         if not self.router.may_use_meta(self.identity):
-            self._log.info("{user} ({session}) may not call {uri}", user=self.identity.username,
-                           session=self.session_id, uri=msg.procedure)
+            if self._first_meta_refusal():
+                self._log.info("{user} ({session}) may not call {uri}", user=self.identity.username,
+                               session=self.session_id, uri=clip(msg.procedure))
             self.send(m.error(m.CALL, msg.request_id, m.ERROR_NOT_AUTHORIZED,
                               [f"{msg.procedure} is for backends"]))
             return

@@ -148,9 +148,10 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, OutputFlow, ReadThr
         self.factory.metrics.refused(reason)
         # One line per refusal, but the same refusal repeated by one address
         # is counted rather than logged each time.
-        self.factory.repeats.warn(("refused", reason, self._peer_host, why[:200]),
+        # (Keyed without the text: a new Origin per attempt must not pass.)
+        self.factory.repeats.warn(("refused", reason, self._peer_host),
                                   "refusing {address}: {why} (session {session}, user {user}, protocol {protocol})",
-                                  log_event="refusal", peer=self.peer, why=why, reason=reason,
+                                  log_event="refusal", peer=self.peer, why=clip(why, 300), reason=reason,
                                   address=self._peer_host, session=self.session_id or "-", user="-",
                                   protocol=_offered(request))
         raise ConnectionDeny(status, why)
