@@ -139,7 +139,11 @@ class ConfigFromOroDatabaseTests(unittest.TestCase):
         code, _, err = run_cli("config-from-oro", self.app, "-o", self.output)
         self.assertEqual(code, 2)
         self.assertIn("--force", err)
+        # Replacing a file someone made world-readable leaves it 0600 (it holds the secret).
+        os.chmod(self.output, 0o644)
         self.assertEqual(run_cli("config-from-oro", self.app, "-o", self.output, "--force")[0], 0)
+        self.assertEqual(stat.S_IMODE(os.stat(self.output).st_mode), 0o600)
+        self.assertEqual([n for n in os.listdir(os.path.dirname(self.output)) if ".tmp-" in n], [])
 
     @defer.inlineCallbacks
     def test_the_written_file_serves_the_application(self):
