@@ -235,6 +235,15 @@ def build_limits(settings: dict[str, Any]) -> Any:
         if not _finite(value) or value < 0:
             raise ConfigError(f"limits.{key} must be a finite number >= 0")
         setattr(limits, key, type(getattr(limits, key))(value))
+    # The RPC fairness bound holds only while what callers may queue for one
+    # callee fits in its output buffer (else callers get it cut off again).
+    # (A 0 bound turns that protection off knowingly.)
+    queued = limits.max_callee_invocations * limits.max_call_size
+    if queued and limits.max_output_buffer and queued >= limits.max_output_buffer:
+        raise ConfigError(
+            f"limits.max_callee_invocations x limits.max_call_size ({queued} bytes) must stay under "
+            f"limits.max_output_buffer ({limits.max_output_buffer}): callers could get a callee "
+            "cut off as a slow consumer")
     return limits
 
 

@@ -227,6 +227,17 @@ class DealerReentryTests(unittest.TestCase):
         self.assertIn("wamp.error.canceled", other.sent[0])
         self.assertEqual(dealer.registrations, {})
 
+    def test_a_caller_leaving_interrupts_its_callees(self) -> None:
+        ids = iter(range(1, 1000))
+        dealer = Dealer(lambda: next(ids))
+        callee, caller = _Session(dealer, "111"), _Session(dealer, "112")
+        dealer.register(callee, m.Register(1, {}, PROC))
+        self.assertTrue(dealer.call(caller, m.Call(7, {}, PROC, [], None)))
+        (invocation,) = [msg for msg in callee.sent if msg[0] == m.INVOCATION]
+        dealer.session_closed(caller)
+        self.assertEqual(callee.sent[-1], [m.INTERRUPT, invocation[1], {}])
+        self.assertEqual((callee.invocations, dealer.in_flight), ({}, 0))
+
 
 class DealerOptionsTests(unittest.TestCase):
     """Call timeout and progressive results, on a task.Clock (no socket)."""

@@ -222,9 +222,13 @@ class Dealer:
             self._drop_registration(session, reg)
         # Every entry is removed before anything is sent: a send may close
         # another session and re-enter here.
-        for inv in list(session.calls.values()):
-            self._finish(inv)  # the callee's late YIELD is then ignored
+        # The caller left: its callees stop working for nobody (INTERRUPT),
+        # and their in-flight slots are free again.
+        abandoned = [inv for inv in list(session.calls.values()) if self._finish(inv) is not None]
         canceled = [inv for inv in list(session.invocations.values()) if self._finish(inv) is not None]
+        for inv in abandoned:
+            if inv.callee is not session:
+                inv.callee.send(m.interrupt(inv.id))
         for inv in canceled:
             inv.caller.send(m.error(m.CALL, inv.request_id, ERROR_CANCELED, ["the callee left"]))
 
