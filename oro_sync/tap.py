@@ -278,6 +278,20 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
                    ready=ready, endpoint=endpoint).setServiceParent(top)
     # After the listener: backend pushers stop first, so nothing is pushed
     # while clients are being told goodbye.
-    for pusher in server.pushers:
+    for pusher in pushers_of_this_process(server.pushers, options["worker"]):
         pusher.setServiceParent(top)
     return top
+
+
+def pushers_of_this_process(pushers: list, worker: int | None) -> list:
+    """The pusher services this process runs: with ``--workers`` the HTTP
+    pusher's one listening port belongs to worker 0 (the others would fail
+    to bind it and be restarted without end); what it pushes reaches every
+    worker's clients through the broker.  The Redis and AMQP pushers run in
+    every worker (each Redis push is delivered by every worker to its own
+    clients; AMQP consumers share the queue)."""
+    if not worker:
+        return list(pushers)
+    from oro_sync.pushers.http import HttpPusher
+
+    return [p for p in pushers if not isinstance(p, HttpPusher)]

@@ -142,11 +142,17 @@ class CrossNodeTests(unittest.TestCase):
         yield subscribed(b, user, TOPIC)
         for junk in ["not json", "[1,2]", '{"v":99,"topic":"oro/maintenance"}',
                      '{"v":1,"origin":"x","topic":"other/topic","id":1,"exclude":[],'
-                     '"eligible":null,"event":1}', '{"v":1,"topic":5}', "[" * 100000]:
+                     '"eligible":null,"event":1}', '{"v":1,"topic":5}', "[" * 100000,
+                     # an id json reads as an infinite float (it used to
+                     # escape into txredisapi and drop the subscription)
+                     '{"v":1,"origin":"x","topic":"oro/maintenance","id":1e400,"exclude":[],'
+                     '"eligible":null,"event":1}',
+                     '{"v":1,"origin":"x","topic":"oro/maintenance","id":"7","exclude":[],'
+                     '"eligible":null,"event":1}']:
             self.redis.command("PUBLISH", CHANNEL, junk)
         backend.publish(TOPIC, "after the junk", [], [])
         self.assertEqual((yield next_event(user)), "after the junk")
-        self.assertEqual(b.metrics["broker_malformed"], 6)
+        self.assertEqual(b.metrics["broker_malformed"], 8)
         self.assertEqual(b.metrics["broker_received"], 1)
         # A well-formed message from a node that is not an oro-sync server
         # in this process (e.g. another tool) is delivered like any other.

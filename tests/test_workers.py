@@ -168,3 +168,15 @@ class WorkerAdminTests(unittest.TestCase):
         # the configuration's admin endpoint (tcp:9101 on localhost), spread over the workers
         self.assertEqual(first[first.index("--admin") + 1], "tcp:9101:interface=127.0.0.1")
         self.assertEqual(second[second.index("--admin") + 1], "tcp:9102:interface=127.0.0.1")
+
+
+class WorkerPushersTests(unittest.TestCase):
+    def test_the_http_pusher_runs_in_worker_0_only(self):
+        from oro_sync.pushers.http import HttpPusher
+        from oro_sync.tap import pushers_of_this_process
+
+        http = HttpPusher.__new__(HttpPusher)
+        other = object()
+        self.assertEqual(pushers_of_this_process([other, http], None), [other, http])
+        self.assertEqual(pushers_of_this_process([other, http], 0), [other, http])
+        self.assertEqual(pushers_of_this_process([other, http], 1), [other])

@@ -311,7 +311,7 @@ class RedisBroker(BrokerBase, service.Service):
             publication = Publication.from_wire(wire)
             if channel != self.prefix + publication.topic:
                 raise ValueError(f"topic {clip(publication.topic)!r} does not belong on this channel")
-        except (ValueError, RecursionError) as e:
+        except (ValueError, RecursionError, OverflowError, TypeError) as e:
             self.metrics.counters["broker_malformed"] += 1
             self._warn("ignored a message on Redis channel {channel}: {why}",
                        channel=clip(str(channel)), why=clip(str(e)))
@@ -319,4 +319,9 @@ class RedisBroker(BrokerBase, service.Service):
         if publication.origin == self.node_id:
             return
         self.metrics.counters["broker_received"] += 1
-        self._deliver(publication)
+        try:
+            self._deliver(publication)
+        except Exception:  # never into txredisapi: it would drop the subscription
+            self.metrics.counters["broker_malformed"] += 1
+            log.failure("delivering a publication from another node on {topic} failed",
+                        topic=clip(publication.topic))

@@ -102,8 +102,17 @@ class Publication:
                 raise ValueError(f"unknown publication format version {wire.get('v')!r}")
             event = wire["event"] if "event" in wire else Payload(wire["args"], wire["kwargs"])
             eligible = wire["eligible"]
+            publication_id = wire["id"]
+            if type(publication_id) is not int or not 0 <= publication_id < 2 ** 63:
+                raise ValueError(f"publication id {clip_repr(publication_id)} is not an integer id")
             return cls(str(wire["topic"]), event, frozenset(map(str, wire["exclude"])),
                        None if eligible is None else frozenset(map(str, eligible)),
-                       int(wire["id"]), str(wire["origin"]))
-        except (KeyError, TypeError, AttributeError) as e:
+                       publication_id, str(wire["origin"]))
+        except (KeyError, TypeError, AttributeError, OverflowError) as e:
             raise ValueError(f"malformed publication: {e!r}") from None
+
+
+def clip_repr(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut short, for an error about a foreign message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
