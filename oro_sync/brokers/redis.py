@@ -55,6 +55,10 @@ from oro_sync.core.metrics import Metrics
 from oro_sync.core.publish import WIRE_VERSION, Publication
 from oro_sync.logs import Logger, clip
 
+class BrokerUnreachable(ConnectionError):
+    """A Redis server of the broker is not connected (see :meth:`RedisBroker.check`)."""
+
+
 #: Channels per SUBSCRIBE command when a node subscribes to its whole interest.
 SUBSCRIBE_CHUNK = 1000
 
@@ -181,6 +185,11 @@ class RedisBroker(BrokerBase, service.Service):
     """
 
     log = Logger()
+    #: This broker's key in /health (an :class:`~oro_sync.ops.health.IDependency`).
+    name = "broker"
+    #: :meth:`check` reads state the links keep, asking Redis nothing: /health
+    #: need not cache its answer.
+    live = True
 
     def __init__(self, registry: Any, settings: BrokerSettings, metrics: Metrics | None = None,
                  reactor: Any = None):
@@ -222,6 +231,17 @@ class RedisBroker(BrokerBase, service.Service):
         """Fires once Redis confirmed every subscription change this node
         sent so far (for tests and for tools that must not race them)."""
         return defer.gatherResults([s.settled() for s in self.shards.shards])
+
+    def check(self) -> defer.Deferred:
+        """Up while every Redis server's two links are connected (the links
+        notice a lost connection and reconnect by themselves, so their state
+        is current without a query); fails naming the servers that are away."""
+        away = [s for s in self.shards.shards if not s.up]
+        if not away:
+            return defer.succeed(len(self.shards.shards))
+        why = "; ".join(f"{s.url} away ({s.pub.last_error or s.sub.last_error or 'connecting'})"
+                        for s in away)
+        return defer.fail(BrokerUnreachable(f"{len(away)} of {len(self.shards.shards)} Redis: {why}"))
 
     def figures(self) -> dict:
         shards = self.shards.shards
