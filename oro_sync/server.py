@@ -139,14 +139,17 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
 
     broker_settings = parse_broker(config.broker)
     if hub is None:
+        from oro_sync.core.outbox import Outbox
+
+        outbox = Outbox(reactor, KernelWriter)
         make_broker: Any = None  # the hub's LocalBroker
         if broker_settings.enabled:
             from oro_sync.brokers.redis import RedisBroker
 
             def make_broker(registry: Any) -> Any:
-                return RedisBroker(registry, broker_settings, metrics, reactor)
+                return RedisBroker(registry, broker_settings, metrics, reactor, outbox)
         hub = Hub(broker=make_broker, max_subscriptions=limits.max_subscriptions, clock=reactor,
-                  writer=KernelWriter, metrics=metrics)
+                  metrics=metrics, outbox=outbox)
     router = Router.from_files(config.routing, max_placeholder_length=limits.max_placeholder_length)
     handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
     verifier = authenticator = users = None

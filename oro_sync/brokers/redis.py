@@ -27,7 +27,8 @@ limited) and ignored.
 Faults: with Redis away, local delivery goes on; publications for other
 nodes are held (up to ``broker.buffer`` per Redis server) and sent when the
 connection is back, beyond that dropped and counted (``broker_dropped``);
-the node reconnects with back-off, subscribes again to exactly its current
+the node reconnects with back-off (each outage's end counted in
+``broker_reconnects``), subscribes again to exactly its current
 interest, and logs one line when the outage starts and one when it ends.
 Redis pub/sub does not keep messages: what other nodes published while this
 node's subscription was down is not delivered here.
@@ -162,6 +163,7 @@ class _Shard:
         if not self.up:
             return
         if self.outage_since is not None:
+            self.broker.metrics.counters["broker_reconnects"] += 1
             self.broker.log.info(
                 "Redis {url} is back after {seconds:.1f} s: {held} held publications sent, "
                 "{dropped} dropped, subscribed again to {topics} topics", url=str(self.url),
@@ -192,7 +194,7 @@ class RedisBroker(BrokerBase, service.Service):
     live = True
 
     def __init__(self, registry: Any, settings: BrokerSettings, metrics: Metrics | None = None,
-                 reactor: Any = None):
+                 reactor: Any = None, outbox: Any = None):
         if reactor is None:
             from twisted.internet import reactor
         if not settings.urls:
@@ -201,6 +203,8 @@ class RedisBroker(BrokerBase, service.Service):
         self.settings = settings
         self.reactor = reactor
         self.metrics = metrics if metrics is not None else Metrics()
+        #: The hub's outbox: times sampled deliveries (publish-to-send latency).
+        self.outbox = outbox
         self.node_id = settings.node_id
         self.prefix = settings.channel_prefix + "topic:"
         self.shards = ShardMap([_Shard(self, i, url) for i, url in enumerate(settings.urls)])
@@ -244,10 +248,13 @@ class RedisBroker(BrokerBase, service.Service):
         return defer.fail(BrokerUnreachable(f"{len(away)} of {len(self.shards.shards)} Redis: {why}"))
 
     def figures(self) -> dict:
+        """The broker's state now (also in /health's and /status' ``broker``)."""
         shards = self.shards.shards
+        counters = self.metrics.counters
         return {"node": self.node_id, "redis_up": sum(s.up for s in shards),
                 "redis_total": len(shards), "held": sum(len(s.held) for s in shards),
-                "interest": len(self.registry.topics)}
+                "interest": len(self.registry.topics),
+                "dropped": counters["broker_dropped"], "reconnects": counters["broker_reconnects"]}
 
     # -- interest ------------------------------------------------------------
 
@@ -292,10 +299,7 @@ class RedisBroker(BrokerBase, service.Service):
         topic = self.registry.topics.get(publication.topic)
         if topic is None:
             return 0
-        n = topic.deliver(publication.event, publication.exclude, publication.eligible,
-                          publication.publication_id)
-        self.metrics.counters["events_delivered"] += n
-        return n
+        return self.deliver_here(topic, publication)
 
     def encode(self, publication: Publication) -> str:
         """The Redis message for ``publication`` published by this node."""

@@ -142,7 +142,8 @@ def broker_state(broker: Any, states: dict[str, dict[str, Any]]) -> dict[str, An
     state = states.get(getattr(broker, "name", "broker"))
     if state is None:
         return {"kind": kind, "up": True, "detail": "this node only"}
-    return {"kind": kind, **state}
+    figures = getattr(broker, "figures", None)  # node id, servers up, held, dropped...
+    return {"kind": kind, **(figures() if callable(figures) else {}), **state}
 
 
 def users_state(users: Any, states: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
