@@ -102,6 +102,16 @@ class WorkerTests(ProcessTestCase):
             msg = yield c.next_message()
             self.assertEqual(msg, [8, TOPIC, "after the restart"], server.report())
 
+        # SIGHUP to the parent (systemctl reload) reaches every worker, each
+        # reloads in place; nobody is disconnected and the parent stays.
+        server.signal("HUP")
+        yield server.wait_for(re.compile(rb"SIGHUP: reloading 2 workers"))
+        yield server.wait_for(re.compile(rb"(?s)reloaded .*?reloaded "), PROCESS_TIMEOUT)
+        newcomer.publish(TOPIC, "after the reload")
+        for c in alive + [newcomer]:
+            msg = yield c.next_message()
+            self.assertEqual(msg, [8, TOPIC, "after the reload"], server.report())
+
         # SIGTERM to the parent reaches every worker; each says 1001.
         server.signal("TERM")
         for c in alive + [newcomer]:
