@@ -8,14 +8,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.support.admin import start_admin
-from tests.support.oro_server import start_oro_server
 from tests.support.redis_server import redis_server
-
-
-def redis_node(testcase, url, **broker):
-    def tweak(config):
-        config.broker = {"url": url, **broker}
-    return start_oro_server(testcase, tweak)
+from tests.test_cluster import next_event, node, subscribed
 
 
 def redis_down(server):
@@ -29,7 +23,7 @@ class HealthWithRedisTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_health_follows_the_redis_server(self):
         redis = redis_server(self)
-        server = redis_node(self, redis.url())
+        server = node(self, redis.url())
         admin = start_admin(self, server.built)
         yield server.broker.when_up()
 
@@ -66,7 +60,7 @@ class BrokerFiguresTests(unittest.TestCase):
         from tests.test_ops import first_event
 
         redis = redis_server(self)
-        server = redis_node(self, redis.url(), buffer=1)
+        server = node(self, redis.url(), buffer=1)
         admin = start_admin(self, server.built)
         yield server.broker.when_up()
         yield admin.health_report()  # a first check: the broker's dependency gauge
@@ -114,11 +108,10 @@ class LatencyWithRedisTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_local_and_received_deliveries_are_sampled(self):
         from oro_sync.core.metrics import LATENCY_SAMPLE
-        from tests.test_cluster import next_event, subscribed
 
         redis = redis_server(self)
-        a = redis_node(self, redis.url())
-        b = redis_node(self, redis.url())
+        a = node(self, redis.url())
+        b = node(self, redis.url())
         yield a.broker.when_up()
         yield b.broker.when_up()
         here = yield a.client(self, "admin")

@@ -13,7 +13,9 @@ from twisted.trial import unittest
 from oro_sync.brokers.presence import HubPresence, IClusterPresence, RedisPresence
 from oro_sync.oro.services import default_references
 from tests.support.oro_server import start_oro_server
+from tests.support.pushing import round_trip
 from tests.support.redis_server import redis_server
+from tests.test_cluster import next_event
 
 TOPIC = "test/who"
 
@@ -33,22 +35,6 @@ def presence_node(testcase, url):
             "class": "tests.support.presence_topic.WhoIsConnectedTopic",
             "arguments": ["test.who", "@cluster_presence", "@presence"]}
     return start_oro_server(testcase, tweak)
-
-
-@defer.inlineCallbacks
-def next_event(client):
-    msg = yield client.next_message()
-    while not (isinstance(msg, list) and msg[:2] == [8, TOPIC]):
-        msg = yield client.next_message()
-    return msg[2]
-
-
-@defer.inlineCallbacks
-def round_trip(client):
-    call_id = client.call("urn:oro-sync-test:round-trip")
-    msg = yield client.next_message()
-    while not (isinstance(msg, list) and msg[:2] == [4, call_id]):
-        msg = yield client.next_message()
 
 
 class ClusterPresenceForHandlersTests(unittest.TestCase):
@@ -77,14 +63,14 @@ class ClusterPresenceForHandlersTests(unittest.TestCase):
         yield round_trip(watcher)
         backend = yield a.client(self)
         backend.publish(TOPIC, "jane", [], [])
-        self.assertEqual((yield next_event(watcher)), {"user": "jane", "here": False, "anywhere": True})
+        self.assertEqual((yield next_event(watcher, TOPIC)), {"user": "jane", "here": False, "anywhere": True})
         backend.publish(TOPIC, "gone", [], [])
-        self.assertEqual((yield next_event(watcher)), {"user": "gone", "here": False, "anywhere": False})
+        self.assertEqual((yield next_event(watcher, TOPIC)), {"user": "gone", "here": False, "anywhere": False})
         yield a.built.presence.when_up()
         a.built.presence.update()
         yield a.built.presence.flushed()
         backend.publish(TOPIC, "admin", [], [])
-        self.assertEqual((yield next_event(watcher)), {"user": "admin", "here": True, "anywhere": True})
+        self.assertEqual((yield next_event(watcher, TOPIC)), {"user": "admin", "here": True, "anywhere": True})
 
     def test_without_a_broker_it_is_this_process(self):
         from twisted.internet import task

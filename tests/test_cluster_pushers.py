@@ -15,17 +15,10 @@ from twisted.trial import unittest
 from tests.support.oro_server import SECRET
 from tests.support.pushing import start_pushing_server, subscriber
 from tests.support.redis_server import redis_server
+from tests.test_cluster import next_event  # events of oro/maintenance
 
 TOPIC = "oro/maintenance"
 PUSH_CHANNEL = "oro-sync:push"
-
-
-@defer.inlineCallbacks
-def next_event(client):
-    msg = yield client.next_message()
-    while not (isinstance(msg, list) and msg[:2] == [8, TOPIC]):
-        msg = yield client.next_message()
-    return msg[2]
 
 
 class ClusterPushTests(unittest.TestCase):
