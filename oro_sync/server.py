@@ -139,16 +139,25 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
 
     broker_settings = parse_broker(config.broker)
     if hub is None:
+        from oro_sync.core.outbox import Outbox
+
+        outbox = Outbox(reactor, KernelWriter)
         make_broker: Any = None  # the hub's LocalBroker
         if broker_settings.enabled:
             from oro_sync.brokers.redis import RedisBroker
 
             def make_broker(registry: Any) -> Any:
-                return RedisBroker(registry, broker_settings, metrics, reactor)
+                return RedisBroker(registry, broker_settings, metrics, reactor, outbox)
         hub = Hub(broker=make_broker, max_subscriptions=limits.max_subscriptions, clock=reactor,
-                  writer=KernelWriter, metrics=metrics)
+                  metrics=metrics, outbox=outbox)
     router = Router.from_files(config.routing, max_placeholder_length=limits.max_placeholder_length)
-    handlers = build_handlers(config.services, config.parameters, default_references(reactor, hub))
+    from oro_sync.brokers.presence import HubPresence, RedisPresence
+
+    # Built before the handlers, which get it as @cluster_presence.
+    presence: Any = (RedisPresence(hub, broker_settings, reactor) if broker_settings.enabled
+                     else HubPresence(hub))
+    handlers = build_handlers(config.services, config.parameters,
+                              default_references(reactor, hub, presence))
     verifier = authenticator = users = None
     dependencies: list = []
     may_publish = publish_permission(ANYONE)
@@ -187,14 +196,10 @@ def build_server(config: Config, reactor: Any = None, hub: Hub | None = None) ->
         reactor=reactor,
     )
     services = [hub.broker] if hasattr(hub.broker, "startService") else []
-    from oro_sync.brokers.presence import HubPresence, RedisPresence
     from oro_sync.pushers import build_pushers, parse_pushers
 
-    if broker_settings.enabled:
-        presence: Any = RedisPresence(hub, broker_settings, reactor)
+    if hasattr(presence, "startService"):  # the Redis registry: after the broker
         services.append(presence)
-    else:
-        presence = HubPresence(hub)
     pushers = build_pushers(parse_pushers(config.pushers, str(config.auth.get("secret") or "")),
                             policy, metrics, reactor)
     return OroServer(factory, verifier, metrics, router, handlers, watcher=watcher, services=services,

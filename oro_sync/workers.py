@@ -13,6 +13,7 @@ doubling up to 30 s while workers keep dying young; back to 0.5 s after one
 lived a minute).  SIGTERM (or SIGINT) to the parent is passed to every
 worker, each closes its clients with 1001 and exits, and the parent exits
 once all are gone (killing any still there after the shutdown timeout).
+SIGHUP to the parent is passed to every worker: each reloads in place.
 A worker whose parent is gone (killed with SIGKILL) notices its closed
 stdin pipe and shuts down the same way.  Only ``tcp:`` listen endpoints
 are supported (terminate TLS in front of the workers).
@@ -180,6 +181,7 @@ class WorkerPool(service.Service):
         self._restarts: dict[int, Any] = {}
         self._reserved: socket.socket | None = None
         self.child_listen = ""
+        self._previous_hup: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -197,17 +199,18 @@ class WorkerPool(service.Service):
                       port=port)
         for index in range(self.n):
             self._spawn(index)
-        # SIGHUP (systemctl reload) is each worker's reload: without a
-        # handler here its default action would end the parent, and with it
-        # every worker.
+        # SIGHUP (systemctl reload) is for the workers, which reload in place;
+        # left at its default it would end the parent and with it every worker.
         self._previous_hup = signal.signal(signal.SIGHUP, self._hup)
 
     def _hup(self, signum: int, frame: Any) -> None:
-        self.reactor.callFromThread(self._reload_workers)
+        self.reactor.callFromThread(self.reload)
 
-    def _reload_workers(self) -> None:
-        self.log.info("SIGHUP: reloading {n} workers", n=len(self.workers))
-        for w in list(self.workers.values()):
+    def reload(self) -> None:
+        """Pass SIGHUP on to every worker (each re-reads its files)."""
+        workers = list(self.workers.values())
+        self.log.info("SIGHUP: reloading {n} workers", n=len(workers))
+        for w in workers:
             self._signal(w, "HUP")
 
     def _spawn(self, index: int) -> None:
@@ -244,7 +247,7 @@ class WorkerPool(service.Service):
     @defer.inlineCallbacks
     def stopService(self):  # type: ignore[override]
         super().stopService()
-        if getattr(self, "_previous_hup", None) is not None:
+        if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None
         for call in self._restarts.values():

@@ -47,6 +47,25 @@ class SystemdUnitTests(unittest.TestCase):
         self.assertEqual(options.config.server.log_format, "json")
         self.assertTrue(options.config.auth["one_time_tickets"])
 
+    def test_the_workers_command_line_is_accepted_and_spreads_admin_ports(self):
+        from oro_sync.workers import worker_argv
+
+        with open(UNIT, encoding="utf-8") as f:
+            text = f.read()
+        self.assertNotIn("does not exist", text)
+        line = next(line for line in text.splitlines() if line.startswith("#ExecStart="))
+        argv = shlex.split(line[len("#ExecStart="):])
+        plugin_args = argv[argv.index("oro-sync") + 1:]
+        plugin_args[plugin_args.index("--config") + 1] = os.path.join(ETC, "oro-sync.hardened.yml")
+        options = Options()
+        options.parseOptions(plugin_args)
+        self.assertEqual(options["workers"], 4)
+        workers = worker_argv(options)
+        admins = [w[w.index("--admin") + 1] for w in (workers(i, "fd:3") for i in range(4))]
+        self.assertEqual(admins, [f"tcp:{9101 + i}:interface=127.0.0.1" for i in range(4)])
+        # The parent passes SIGTERM on: systemd must not also signal the workers.
+        self.assertIn("KillMode=mixed", text)
+
     def test_reload_is_sighup_and_stop_is_sigterm(self):
         with open(UNIT, encoding="utf-8") as f:
             text = f.read()

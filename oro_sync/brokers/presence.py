@@ -132,6 +132,7 @@ class RedisPresence(service.Service):
                               convert_numbers=False,  # a username "007" stays "007"
                               tls_ca=settings.tls_ca)
         self._sent: tuple[dict, dict, int] | None = None
+        self._waiting_up: list[defer.Deferred] = []
         self._last: defer.Deferred = defer.succeed(None)
         self._loop = task.LoopingCall(self.update)
         self._loop.clock = self.clock
@@ -161,6 +162,18 @@ class RedisPresence(service.Service):
     def _up(self, proto: Any) -> None:
         self._sent = None  # send everything again
         self.update()
+        waiting, self._waiting_up = self._waiting_up, []
+        for d in waiting:
+            d.callback(None)
+
+    def when_up(self) -> defer.Deferred:
+        """Fires once the registry's Redis link is connected (at once if it
+        is): from then on :meth:`update` sends (for tests and tools)."""
+        if self.link.up:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._waiting_up.append(d)
+        return d
 
     def _down(self, why: str) -> None:
         self._sent = None  # the broker logs the outage

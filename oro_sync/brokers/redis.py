@@ -27,7 +27,8 @@ limited) and ignored.
 Faults: with Redis away, local delivery goes on; publications for other
 nodes are held (up to ``broker.buffer`` per Redis server) and sent when the
 connection is back, beyond that dropped and counted (``broker_dropped``);
-the node reconnects with back-off, subscribes again to exactly its current
+the node reconnects with back-off (each outage's end counted in
+``broker_reconnects``), subscribes again to exactly its current
 interest, and logs one line when the outage starts and one when it ends.
 Redis pub/sub does not keep messages: what other nodes published while this
 node's subscription was down is not delivered here.
@@ -54,6 +55,10 @@ from oro_sync.core.broker import BrokerBase, IBroker
 from oro_sync.core.metrics import Metrics
 from oro_sync.core.publish import WIRE_VERSION, Publication
 from oro_sync.logs import Logger, clip
+
+class BrokerUnreachable(ConnectionError):
+    """A Redis server of the broker is not connected (see :meth:`RedisBroker.check`)."""
+
 
 #: Channels per SUBSCRIBE command when a node subscribes to its whole interest.
 SUBSCRIBE_CHUNK = 1000
@@ -158,6 +163,7 @@ class _Shard:
         if not self.up:
             return
         if self.outage_since is not None:
+            self.broker.metrics.counters["broker_reconnects"] += 1
             self.broker.log.info(
                 "Redis {url} is back after {seconds:.1f} s: {held} held publications sent, "
                 "{dropped} dropped, subscribed again to {topics} topics", url=str(self.url),
@@ -181,9 +187,14 @@ class RedisBroker(BrokerBase, service.Service):
     """
 
     log = Logger()
+    #: This broker's key in /health (an :class:`~oro_sync.ops.health.IDependency`).
+    name = "broker"
+    #: :meth:`check` reads state the links keep, asking Redis nothing: /health
+    #: need not cache its answer.
+    live = True
 
     def __init__(self, registry: Any, settings: BrokerSettings, metrics: Metrics | None = None,
-                 reactor: Any = None):
+                 reactor: Any = None, outbox: Any = None):
         if reactor is None:
             from twisted.internet import reactor
         if not settings.urls:
@@ -192,6 +203,8 @@ class RedisBroker(BrokerBase, service.Service):
         self.settings = settings
         self.reactor = reactor
         self.metrics = metrics if metrics is not None else Metrics()
+        #: The hub's outbox: times sampled deliveries (publish-to-send latency).
+        self.outbox = outbox
         self.node_id = settings.node_id
         self.prefix = settings.channel_prefix + "topic:"
         self.shards = ShardMap([_Shard(self, i, url) for i, url in enumerate(settings.urls)])
@@ -223,11 +236,25 @@ class RedisBroker(BrokerBase, service.Service):
         sent so far (for tests and for tools that must not race them)."""
         return defer.gatherResults([s.settled() for s in self.shards.shards])
 
+    def check(self) -> defer.Deferred:
+        """Up while every Redis server's two links are connected (the links
+        notice a lost connection and reconnect by themselves, so their state
+        is current without a query); fails naming the servers that are away."""
+        away = [s for s in self.shards.shards if not s.up]
+        if not away:
+            return defer.succeed(len(self.shards.shards))
+        why = "; ".join(f"{s.url} away ({s.pub.last_error or s.sub.last_error or 'connecting'})"
+                        for s in away)
+        return defer.fail(BrokerUnreachable(f"{len(away)} of {len(self.shards.shards)} Redis: {why}"))
+
     def figures(self) -> dict:
+        """The broker's state now (also in /health's and /status' ``broker``)."""
         shards = self.shards.shards
+        counters = self.metrics.counters
         return {"node": self.node_id, "redis_up": sum(s.up for s in shards),
                 "redis_total": len(shards), "held": sum(len(s.held) for s in shards),
-                "interest": len(self.registry.topics)}
+                "interest": len(self.registry.topics),
+                "dropped": counters["broker_dropped"], "reconnects": counters["broker_reconnects"]}
 
     # -- interest ------------------------------------------------------------
 
@@ -272,10 +299,7 @@ class RedisBroker(BrokerBase, service.Service):
         topic = self.registry.topics.get(publication.topic)
         if topic is None:
             return 0
-        n = topic.deliver(publication.event, publication.exclude, publication.eligible,
-                          publication.publication_id)
-        self.metrics.counters["events_delivered"] += n
-        return n
+        return self.deliver_here(topic, publication)
 
     def encode(self, publication: Publication) -> str:
         """The Redis message for ``publication`` published by this node."""

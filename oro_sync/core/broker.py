@@ -71,22 +71,18 @@ class BrokerBase:
     def publish(self, publication: Publication) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: The server's :class:`~oro_sync.core.metrics.Metrics` (or None) and the
+    #: hub's outbox, told of sampled publications (or None: not measured).
+    metrics: Any = None
+    outbox: Any = None
+    _until_sample = LATENCY_SAMPLE
 
-@implementer(IBroker)
-class LocalBroker(BrokerBase):
-    """Deliver to the subscribers held by one :class:`TopicRegistry`."""
-
-    def __init__(self, registry: Any, metrics: Any = None, outbox: Any = None):
-        self.registry = registry
-        self.metrics = metrics
-        #: Told of sampled publications, to measure publish-to-send latency.
-        self.outbox = outbox
-        self._until_sample = LATENCY_SAMPLE
-
-    def publish(self, publication: Publication) -> int:
-        topic = self.registry.topics.get(publication.topic)
-        if topic is None:
-            return 0
+    def deliver_here(self, topic: Any, publication: Publication) -> int:
+        """Deliver ``publication`` to ``topic``'s subscribers on this node
+        and count it; one call in :data:`LATENCY_SAMPLE` is timed until its
+        frames are written (the outbox measures the publish-to-send latency).
+        Every broker delivers here, whether the publication was made on this
+        node or received from another one."""
         self._until_sample -= 1
         if self._until_sample or self.outbox is None:
             n = topic.deliver(publication.event, publication.exclude, publication.eligible,
@@ -103,3 +99,20 @@ class LocalBroker(BrokerBase):
             counters["events_delivered"] += n
             counters["event_bytes"] += topic.last_bytes
         return n
+
+
+@implementer(IBroker)
+class LocalBroker(BrokerBase):
+    """Deliver to the subscribers held by one :class:`TopicRegistry`."""
+
+    def __init__(self, registry: Any, metrics: Any = None, outbox: Any = None):
+        self.registry = registry
+        self.metrics = metrics
+        #: Told of sampled publications, to measure publish-to-send latency.
+        self.outbox = outbox
+
+    def publish(self, publication: Publication) -> int:
+        topic = self.registry.topics.get(publication.topic)
+        if topic is None:
+            return 0
+        return self.deliver_here(topic, publication)

@@ -23,6 +23,8 @@ class Hub:
         delivers to the registry's topics; topics publish through it);
         :class:`LocalBroker` by default.
     :param writer: the outbox's writer factory (see :mod:`oro_sync.core.outbox`).
+    :param outbox: the outbox, when the caller built it (to hand it to the
+        broker it makes, which times sampled deliveries through it).
     :param presence: makes the :class:`~oro_sync.core.presence.IPresence`
         from the hub (:class:`LocalPresence`, this node only, by default).
     """
@@ -32,13 +34,13 @@ class Hub:
     def __init__(self, broker: Callable[[TopicRegistry], IBroker] | None = None,
                  max_subscriptions: int = 0, clock: Any = None,
                  writer: WriterFactory | None = None, metrics: Any = None,
-                 presence: Callable[["Hub"], Any] | None = None):
+                 presence: Callable[["Hub"], Any] | None = None, outbox: Outbox | None = None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.sessions: dict[str, Any] = {}
         self._repeats = RepeatLimiter(self.log, clock)
         #: Per-turn write batching for every front end's sessions.
-        self.outbox = Outbox(clock, writer)
+        self.outbox = outbox if outbox is not None else Outbox(clock, writer)
         self.topics = TopicRegistry(max_subscriptions=max_subscriptions)
         self.broker: IBroker = (broker(self.topics) if broker is not None
                                 else LocalBroker(self.topics, metrics, self.outbox))

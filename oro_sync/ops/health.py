@@ -32,6 +32,8 @@ class IDependency(Interface):
     """Something the server needs that can be unreachable (database, broker)."""
 
     name = Attribute("short name in /health and metrics, e.g. 'user_database', 'broker'")
+    live = Attribute("optional; true when check() only reads state kept up to date "
+                     "anyway (a broker's connections): its answer is not cached")
 
     def check() -> defer.Deferred:
         """Fire (with anything) when reachable; fail when not."""
@@ -83,7 +85,7 @@ class Health:
         name = dep.name
         known = self._states.get(name)
         now = self.reactor.seconds()
-        if known is not None and now - known[2] < CHECK_CACHE:
+        if known is not None and now - known[2] < CHECK_CACHE and not getattr(dep, "live", False):
             return defer.succeed(None)
         running = self._checking.get(name)
         if running is not None:
@@ -140,7 +142,8 @@ def broker_state(broker: Any, states: dict[str, dict[str, Any]]) -> dict[str, An
     state = states.get(getattr(broker, "name", "broker"))
     if state is None:
         return {"kind": kind, "up": True, "detail": "this node only"}
-    return {"kind": kind, **state}
+    figures = getattr(broker, "figures", None)  # node id, servers up, held, dropped...
+    return {"kind": kind, **(figures() if callable(figures) else {}), **state}
 
 
 def users_state(users: Any, states: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

@@ -7,9 +7,10 @@ prometheus-client, whose own Counter objects take a lock per increment.
 
 Every metric is always exported (zero until something happens), so that
 dashboards and alerts do not depend on an event having occurred first;
-broker reconnects and dropped publications stay 0 with the local broker
-and are counted by a broker spanning nodes (``broker_reconnects``,
-``publications_dropped`` in ``Metrics.counters``).
+the broker's figures stay 0 with the local broker and are counted by the
+Redis broker under the same names in ``Metrics.counters`` (``broker_reconnects``,
+``broker_dropped``, ``broker_held``, ``broker_sent``, ``broker_received``,
+``broker_malformed``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,14 @@ _COUNTERS = {
     "handler_errors": ("oro_sync_handler_errors", "Exceptions raised by topic handlers."),
     "accept_pauses": ("oro_sync_accept_pauses", "Times accept() was paused for too many pending handshakes."),
     "broker_reconnects": ("oro_sync_broker_reconnects", "Reconnections of the broker to its server."),
-    "publications_dropped": ("oro_sync_broker_publications_dropped",
-                             "Publications the broker could not carry."),
+    "broker_dropped": ("oro_sync_broker_publications_dropped",
+                       "Publications for other nodes dropped (Redis away, the hold buffer full)."),
+    "broker_held": ("oro_sync_broker_publications_held",
+                    "Publications for other nodes held while Redis was away (sent once it is back)."),
+    "broker_sent": ("oro_sync_broker_publications_sent", "Publications sent to other nodes (Redis PUBLISH)."),
+    "broker_received": ("oro_sync_broker_publications_received",
+                        "Publications received from other nodes and delivered here."),
+    "broker_malformed": ("oro_sync_broker_malformed", "Messages on the broker's channels ignored as malformed."),
 }
 #: Known protocols and refusal reasons, exported at 0 before they happen.
 _PROTOCOLS = ("wamp", "wamp.2.json")

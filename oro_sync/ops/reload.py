@@ -68,7 +68,7 @@ class Reloader:
                 config.routing, max_placeholder_length=self.srv.factory.limits.max_placeholder_length)
             hub = self.srv.factory.hub
             handlers = build_handlers(config.services, config.parameters,
-                                      default_references(self.reactor, hub))
+                                      default_references(self.reactor, hub, self.srv.presence))
             users = self.srv.users
             records = users.read_file() if callable(getattr(users, "read_file", None)) else None
             policy = self.srv.policy

@@ -13,7 +13,9 @@
 arguments) may reference parameters (``%name%``; a string that is only a
 reference takes the parameter's type, ``%%`` is a literal ``%``) and
 services of the server (``@logger``: a logger named after the service;
-``@reactor``/``@clock``; ``@broker``; ``@hub``; ``@@`` is a literal ``@``).
+``@reactor``/``@clock``; ``@broker``; ``@hub``; ``@presence``: this node's
+who-is-connected; ``@cluster_presence``: every node's, queries returning
+Deferreds; ``@@`` is a literal ``@``).
 Every service must provide :class:`~oro_sync.interfaces.ITopic`
 (``verifyObject`` is applied); the router refers to it by ``getName()``.
 """
@@ -128,8 +130,18 @@ def _resolve_references(value: Any, references: Mapping[str, Callable[[str], Any
     return value
 
 
-def default_references(reactor: Any, hub: Any) -> dict[str, Callable[[str], Any]]:
-    """The ``@`` references a handler declaration may use."""
+def default_references(reactor: Any, hub: Any,
+                       cluster_presence: Any = None) -> dict[str, Callable[[str], Any]]:
+    """The ``@`` references a handler declaration may use.
+
+    ``cluster_presence``: the server's
+    :class:`~oro_sync.brokers.presence.IClusterPresence` (``OroServer.presence``:
+    every node with a Redis broker); without one, this process's.
+    """
+    if cluster_presence is None:
+        from oro_sync.brokers.presence import HubPresence
+
+        cluster_presence = HubPresence(hub)
     return {
         "logger": lambda service_id: Logger(namespace=service_id),
         "reactor": lambda _: reactor,
@@ -138,4 +150,6 @@ def default_references(reactor: Any, hub: Any) -> dict[str, Callable[[str], Any]
         "hub": lambda _: hub,
         # Who is connected / subscribed (Gos's ClientManipulator): oro_sync.core.presence.
         "presence": lambda _: hub.presence,
+        # Who is connected on any node (Deferred queries): oro_sync.brokers.presence.
+        "cluster_presence": lambda _: cluster_presence,
     }

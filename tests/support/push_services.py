@@ -170,10 +170,10 @@ class PushRedis(_Server):
         super().__init__()
 
     def command(self) -> list[str]:
-        auth = ["--requirepass", self.password] if self.password else []
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-                "--protected-mode", "no", "--daemonize", "no", *auth]
+        from tests.support.redis_server import redis_argv
+
+        # Its log on stdout, into server.log (shown when it fails to start).
+        return redis_argv(self.binary, self.port, str(self.directory), self.password)
 
     def ready(self) -> bool:
         try:

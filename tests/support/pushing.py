@@ -34,8 +34,9 @@ class RecordingPushTopic(BroadcastTopic):
         topic.broadcast({"pushed": data, "via": provider})
 
 
-def start_pushing_server(testcase: Any, pushers: dict) -> Any:
-    """The shipped configuration plus a pushable route, with ``pushers``."""
+def start_pushing_server(testcase: Any, pushers: dict, broker: dict | None = None) -> Any:
+    """The shipped configuration plus a pushable route, with ``pushers``
+    (and the ``broker`` section given: one node of a cluster)."""
     base = os.path.abspath(testcase.mktemp())
     os.makedirs(base)
     routing = os.path.join(base, "websocket_routing.yml")
@@ -48,6 +49,8 @@ def start_pushing_server(testcase: Any, pushers: dict) -> Any:
         config.services["test.topic.pushable"] = {
             "class": "tests.support.pushing.RecordingPushTopic", "arguments": [PUSHABLE_NAME]}
         config.pushers = pushers
+        if broker is not None:
+            config.broker = broker
 
     return start_oro_server(testcase, tweak)
 

@@ -27,6 +27,26 @@ from tests.support.services import _as_user, _free_port
 START_TIMEOUT = 20.0
 
 
+def redis_argv(binary: str, port: int, directory: str, password: str | None = None,
+               tls: tuple[str, str] | None = None, logfile: str = "") -> list[str]:
+    """The command line of a private redis-server on 127.0.0.1:``port``:
+    no persistence, in the foreground, optionally with a password and TLS only
+    (``tls``: key file, certificate file).  Shared by every Redis the tests
+    start (this module's and :class:`tests.support.push_services.PushRedis`)."""
+    ports = ["--port", str(port)]
+    if tls:
+        key, cert = tls
+        ports = ["--port", "0", "--tls-port", str(port), "--tls-key-file", key,
+                 "--tls-cert-file", cert, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
+    argv = [binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory), "--daemonize", "no"]
+    if logfile:
+        argv += ["--loglevel", "warning", "--logfile", logfile]
+    if password:
+        argv += ["--requirepass", password]
+    return argv
+
+
 class RedisServer:
     """One redis-server on 127.0.0.1; :meth:`kill` and :meth:`start` again
     keep the same port."""
@@ -54,16 +74,8 @@ class RedisServer:
         return f"redis://{auth}{self.host}:{self.port}/{db}"
 
     def start(self) -> None:
-        ports = ["--port", str(self.port)]
-        if self.tls:
-            key, cert = self.tls
-            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-key-file", key,
-                     "--tls-cert-file", cert, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
-        argv = [self.binary, *ports, "--bind", self.host, "--save", "",
-                "--appendonly", "no", "--dir", self.directory, "--daemonize", "no",
-                "--loglevel", "warning", "--logfile", os.path.join(self.directory, "redis.log")]
-        if self.password:
-            argv += ["--requirepass", self.password]
+        argv = redis_argv(self.binary, self.port, self.directory, self.password, self.tls,
+                          logfile=os.path.join(self.directory, "redis.log"))
         self._process = subprocess.Popen(_as_user(argv, None, pdeathsig=True),
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
