@@ -193,8 +193,7 @@ class WorkerPool(service.Service):
             self.reactor.callWhenRunning(self.reactor.stop)
             return
         port = self._reserved.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
-        self.child_listen = f"tcp{'6' if ':' in host else ''}:{port}:interface={shown}:backlog={backlog}"
+        self.child_listen = child_endpoint(host, port, backlog)
         self.log.info("oro-sync workers: {n} processes sharing {host}:{port}", n=self.n, host=host,
                       port=port)
         for index in range(self.n):
@@ -303,7 +302,15 @@ def worker_argv(options: Any) -> Callable[[int, str], list[str]]:
     return argv
 
 
-_PORTED = re.compile(r"^(tcp|ssl):(?:port=)?(\d+)(?=:|$)")
+def child_endpoint(host: str, port: int, backlog: int) -> str:
+    """The endpoint string of the reserved address for the workers: an IPv6
+    host's colons escaped, as Twisted's endpoint syntax wants them."""
+    if ":" in host:
+        return f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}:backlog={backlog}"
+    return f"tcp:{port}:interface={host}:backlog={backlog}"
+
+
+_PORTED = re.compile(r"^(tcp6?|ssl):(?:port=)?(\d+)(?=:|$)")
 
 
 def worker_admin(endpoint: str, index: int) -> str:

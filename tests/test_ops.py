@@ -175,6 +175,15 @@ class StatusFeedTests(unittest.TestCase):
         self.assertNotRegex(page, r"@import|url\(")
         self.assertIn("EventSource", page)
 
+    def test_embedded_snapshot_cannot_end_or_confuse_the_script(self):
+        from oro_sync.ops.status import script_json
+
+        hostile = {"topics": [{"uri": "a/<!--<script>x</script>&", "subscribers": 1}]}
+        data = script_json(hostile)
+        for text in (b"<", b">", b"&"):
+            self.assertNotIn(text, data)
+        self.assertEqual(json.loads(data), hostile)
+
     @defer.inlineCallbacks
     def test_status_page_and_feed_over_http(self):
         server = start_oro_server(self)

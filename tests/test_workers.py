@@ -179,3 +179,15 @@ class WorkerPushersTests(unittest.TestCase):
         self.assertEqual(pushers_of_this_process([other, http], None), [other, http])
         self.assertEqual(pushers_of_this_process([other, http], 0), [other, http])
         self.assertEqual(pushers_of_this_process([other, http], 1), [other])
+
+
+class ChildEndpointTests(unittest.TestCase):
+    def test_ipv6_addresses_reach_the_workers_parseable(self):
+        from twisted.internet import endpoints, reactor
+
+        from oro_sync.workers import child_endpoint, tcp_address
+
+        text = child_endpoint("::1", 4321, 50)
+        self.assertEqual(endpoints.serverFromString(reactor, text)._interface, "::1")
+        self.assertEqual(tcp_address(text, reactor)[:2], ("::1", 4321))
+        self.assertEqual(child_endpoint("127.0.0.1", 4321, 50), "tcp:4321:interface=127.0.0.1:backlog=50")

@@ -100,7 +100,7 @@ class SummaryService(internet.TimerService):
             "{subscriptions} subscriptions, {rate_in:.1f} msg/s in, {rate_events:.1f} events/s, "
             "{rate_out:.1f} msg/s out, {memory_mb:.1f} MB",
             log_event="summary", connections=snap["connections"],
-            v1=snap["sessions"].get("wamp", 0), v2=snap["sessions"].get("wamp.2.json", 0),
+            v1=snap["sessions"].get("wamp", 0), v2=sum(n for p, n in snap["sessions"].items() if p.startswith("wamp.2.")),
             topics=snap["topic_count"], subscriptions=snap["subscriptions"],
             rate_in=rates["messages_in"], rate_events=rates["events_delivered"],
             rate_out=rates["messages_out"], memory_mb=snap["memory"] / 1048576,

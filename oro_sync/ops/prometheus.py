@@ -46,7 +46,7 @@ _COUNTERS = {
     "broker_malformed": ("oro_sync_broker_malformed", "Messages on the broker's channels ignored as malformed."),
 }
 #: Known protocols and refusal reasons, exported at 0 before they happen.
-_PROTOCOLS = ("wamp", "wamp.2.json")
+_PROTOCOLS = ("wamp", "wamp.2.json", "wamp.2.msgpack", "wamp.2.cbor")
 _REASONS = ("origin", "ticket", "authentication_unavailable", "max_connections",
             "max_connections_per_address", "subprotocol")
 

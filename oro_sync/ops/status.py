@@ -190,8 +190,7 @@ class StatusPage(resource.Resource):
         feed = self.feed
         snap = snapshot(feed.srv, feed.health, Rates(feed.clock))
         snap["history"] = list(feed.history)
-        # Inside a <script>: "</" must not end it.
-        initial = json.dumps(snap, separators=(",", ":")).replace("</", "<\\/").encode("utf-8")
+        initial = script_json(snap)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         # Everything is inline; nothing may be fetched from elsewhere.
@@ -199,3 +198,11 @@ class StatusPage(resource.Resource):
                           b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                           b"connect-src 'self'; img-src data:")
         return self.page.replace(b"/*INITIAL*/null", initial, 1)
+
+
+def script_json(value: Any) -> bytes:
+    """``value`` as JSON to embed in a ``<script>``: no "<" at all, so neither
+    "</script" nor "<!--" (which changes how the tokenizer ends the element)
+    can come from a topic URI or a username; ">" and "&" likewise."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode("utf-8")
