@@ -465,6 +465,14 @@ class PresenceTests(unittest.TestCase):
         yield tick(1)
         self.assertEqual((yield ra.connected_users()), {"admin": 2})
         self.assertEqual((yield ra.subscriber_count(TOPIC)), 2)
+        # b's entries vanish while b lives (it stalled past the ttl): with
+        # only changes sent they would never come back; the next updates
+        # notice the missing key and send everything again.
+        redis.command("DEL", f"oro-sync:presence:{rb.node_id}:users", f"oro-sync:presence:{rb.node_id}:topics")
+        yield tick(0, 1)  # (both: the nodes' clocks stay together)
+        yield tick(0, 1)
+        self.assertEqual((yield ra.connected_users()), {"admin": 2})
+        self.assertEqual((yield ra.subscriber_count(TOPIC)), 2)
         # Node b dies (stops renewing): within presence_ttl it is gone, and
         # Redis has an expiry on its keys.
         self.assertGreater(int(redis.command("PTTL", f"oro-sync:presence:{rb.node_id}:users")[0]), 0)

@@ -204,7 +204,13 @@ class RedisPresence(service.Service):
                 results.append(cmd("HSET", key, *flat))
             for i in range(0, len(gone), CHUNK):
                 results.append(cmd("HDEL", key, *gone[i:i + CHUNK]))
-            results.append(cmd("PEXPIRE", key, ttl_ms))
+            renewed = cmd("PEXPIRE", key, ttl_ms)
+            if now:
+                # 0: the key is gone although it holds entries (it expired
+                # while this node was stalled longer than the ttl, or Redis
+                # lost it): the next update sends everything again.
+                renewed.addCallback(self._renewed)
+            results.append(renewed)
         results.append(cmd("SET", self._key(self.node_id, "sessions"), sessions, "PX", ttl_ms))
         now_s = self.clock.seconds()
         results.append(cmd("ZADD", self.nodes_key, now_s + self.settings.presence_ttl, self.node_id))
@@ -216,6 +222,11 @@ class RedisPresence(service.Service):
 
     def _update_failed(self, failure: Any) -> None:
         self._sent = None
+
+    def _renewed(self, existed: Any) -> Any:
+        if existed == 0:
+            self._sent = None
+        return existed
 
     def flushed(self) -> defer.Deferred:
         """Fires once Redis has applied the last update (for tests)."""
