@@ -208,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     results["loadavg_at_end"] = loadavg()
+    # Issue 15: what the digest workers can do at most (cores / one digest's CPU
+    # time, measured now) against the fresh-ticket connection rate of this run.
+    results["digest_capacity"] = capacity = digest_capacity(ncpu)
+    fresh_rate = results["churn"]["fresh"]["connections_per_s"]
+    capacity["fresh_conn_per_s"] = fresh_rate
+    capacity["fresh_vs_capacity"] = round(fresh_rate / capacity["digests_per_s"], 3)
+    print(f"digest capacity: {capacity}", flush=True)
     results["machine"] = machine
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("out_dir",)}
     results["settings"]["handshake_timeout"] = args.handshake_timeout
@@ -236,6 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         write_markdown(os.path.join(REPO, "bench", "TICKETS.md"), md)
     print(f"wrote {json_path}; run took {results['run_seconds']} s")
     return 0
+
+
+def digest_capacity(ncpu: int, n: int = 100) -> dict[str, Any]:
+    """One digest's CPU time (the mean of ``n``, in this process) and
+    ``ncpu`` divided by it: the digests per second the workers could do if
+    they had every core to themselves."""
+    sys.path.insert(0, REPO)
+    from oro_sync.auth.ticket_signing import compute_digest
+
+    t0 = time.process_time()
+    for i in range(n):
+        compute_digest(f"{i:032x}", "2026-01-01T00:00:00+00:00", "", "secret")
+    per = (time.process_time() - t0) / n
+    return {"digest_cpu_ms": round(per * 1000, 3), "cores": ncpu,
+            "digests_per_s": round(ncpu / per, 1), "loadavg": loadavg()}
 
 
 async def run_phases(args: argparse.Namespace, port: int, fresh: list[str], reused: list[str],

@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable
 
 from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.internet.interfaces import IReactorCore
 
 from oro_sync import SERVER_IDENT
 from oro_sync.core.hub import Hub
@@ -30,6 +31,7 @@ from oro_sync.wamp2.router import Wamp2Router
 from oro_sync.wamp2.serializers import SERIALIZERS
 from oro_sync.wamp2.session import Wamp2Session
 from oro_sync.websocket.connection import WampConnection
+from oro_sync.websocket.handshake_slices import ACCEPTS_PER_TURN, HandshakeSlices
 from oro_sync.websocket.kernel_write import KernelWriter, buffered_bytes
 from oro_sync.websocket.limits import Limits
 from oro_sync.websocket.tuning import (
@@ -139,6 +141,9 @@ class WampServerFactory(WebSocketServerFactory):
         self._connections = 0
         #: One log line per reason and client per interval (oro_sync.logs).
         self.repeats = RepeatLimiter(self._log, reactor)
+        #: Handshake starts in bounded slices per reactor turn (handshake_slices.py);
+        #: unsliced under a task.Clock.
+        self.handshakeSlices = HandshakeSlices(reactor if IReactorCore.providedBy(reactor) else None)
         #: Connections whose output Twisted is holding (see outputLagging).
         self._lagging: set = set()
         self._lagging_checked = -1.0
@@ -226,7 +231,9 @@ class WampServerFactory(WebSocketServerFactory):
             return
         pending = self._pending_handshakes
         if hasattr(port, "numberAccepts"):
-            port.numberAccepts = max(1, limit - pending)
+            # At most ACCEPTS_PER_TURN per read: an accept burst is reactor
+            # time the connected clients wait for (handshake_slices.py).
+            port.numberAccepts = max(1, min(ACCEPTS_PER_TURN, limit - pending))
         if pending >= limit and not self._accept_paused:
             self._accept_paused = True
             self.metrics.counters["accept_pauses"] += 1

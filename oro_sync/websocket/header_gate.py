@@ -49,6 +49,8 @@ class HeaderGate:
     #: A refused connection: input is read and thrown away until it ends.
     _discarding = False
     _autobahn_started = False
+    #: The complete request head while its handshake waits for a time slice.
+    _queued: bytes | None = None
     _header_timer: Any = None
 
     def connectionMade(self) -> None:
@@ -75,6 +77,8 @@ class HeaderGate:
         if pre is None:
             if self._autobahn_started:
                 super().dataReceived(data)  # type: ignore[misc]
+            elif self._queued is not None:
+                self._queue_more(data)
             return  # refused: discarded
         start = max(0, len(pre) - 3)
         pre += data
@@ -87,14 +91,35 @@ class HeaderGate:
             return
         self._pre = None
         self._cancel_header_timer()
+        self._queued = bytes(pre)
+        # Started in the reactor turn's handshake slice (handshake_slices.py).
+        self.factory.handshakeSlices.submit(self._start_autobahn)
+
+    def _start_autobahn(self) -> None:
+        data = self._queued
+        if data is None:
+            return  # gone while it waited
+        self._queued = None
         self._autobahn_started = True
         super().connectionMade()  # type: ignore[misc]
-        super().dataReceived(bytes(pre))  # type: ignore[misc]
+        super().dataReceived(data)  # type: ignore[misc]
+
+    def _queue_more(self, data: bytes) -> None:
+        """Bytes after the request head, while the handshake waits for its slice:
+        kept for Autobahn within the same header bound (a WebSocket client
+        sends nothing before the 101)."""
+        queued = self._queued + data  # type: ignore[operator]
+        limit = self.factory.limits.max_request_header
+        if limit and len(queued) > limit:
+            self._queued = None
+            self.transport.abortConnection()
+            return
+        self._queued = queued
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.connectionCounted(self._peer_host, -1)
         self._cancel_header_timer()
-        self._pre = None
+        self._pre = self._queued = None
         if self._autobahn_started:
             super().connectionLost(reason)  # type: ignore[misc]
 
