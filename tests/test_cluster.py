@@ -542,3 +542,20 @@ class LargeInterestTests(unittest.TestCase):
         yield b.broker.settled()
         self.assertEqual(sorted(redis.command("PUBSUB", "CHANNELS")),
                          sorted("oro-sync:topic:" + t for t in topics))
+
+
+class LinkKeepAliveTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_the_broker_links_probe_a_silent_redis(self):
+        # Without keep-alive a Redis that vanished without closing (a host
+        # gone) would leave the subscriber link deaf, with no outage line.
+        import socket
+
+        redis = redis_server(self)
+        s = node(self, redis.url())
+        yield s.broker.when_up()
+        (shard,) = s.broker.shards.shards
+        for link in (shard.pub, shard.sub):
+            handle = link.protocol.transport.socket
+            self.assertEqual(handle.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
+            self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 30)

@@ -175,6 +175,10 @@ class RedisLink:
     def _connected(self, proto: Any) -> Any:
         self._pending = None
         self._opening = proto  # connected, not yet authenticated
+        # A subscriber only listens: without keep-alive probes a Redis that
+        # vanished without closing (a host gone, a dropped route) would
+        # never be noticed, and the node would stay deaf with no outage line.
+        keep_alive(getattr(proto, "transport", None))
         lost = proto.whenDisconnected()
         ready = proto.whenConnected()
         lost.addCallback(lambda _: self._lost(proto))
@@ -219,3 +223,30 @@ class RedisLink:
         delay *= 1 + random.uniform(-0.1, 0.1)
         self.attempts += 1
         self._retry = self.reactor.callLater(delay, self._connect)
+
+
+#: TCP keep-alive of the Redis links: first probe after 30 s of silence,
+#: then every 10 s; 3 unanswered probes end the connection (about a minute).
+KEEPALIVE = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+
+
+def keep_alive(transport: Any) -> None:
+    """Turn on TCP keep-alive (with the timings above) for a Redis link."""
+    import socket
+
+    handle = getattr(transport, "socket", None)
+    for _ in range(3):  # through a TLS wrapper to the TCP socket
+        if isinstance(handle, socket.socket) or transport is None:
+            break
+        transport = getattr(transport, "transport", None)
+        handle = getattr(transport, "socket", None)
+    if not isinstance(handle, socket.socket):
+        return
+    try:
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE:
+            option = getattr(socket, name, None)
+            if option is not None:
+                handle.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:  # the connection is already gone: nothing to keep alive
+        pass
