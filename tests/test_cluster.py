@@ -559,3 +559,24 @@ class LinkKeepAliveTests(unittest.TestCase):
             handle = link.protocol.transport.socket
             self.assertEqual(handle.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
             self.assertEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 30)
+
+
+class HeldBytesTests(unittest.TestCase):
+    def test_held_publications_are_bounded_in_bytes_too(self):
+        from twisted.internet import reactor
+
+        from oro_sync.brokers.redis import RedisBroker
+        from oro_sync.brokers.settings import parse_broker
+        from oro_sync.core.metrics import Metrics
+
+        settings = parse_broker({"url": "redis://127.0.0.1:1/0", "buffer": 100, "buffer_bytes": 100})
+        metrics = Metrics()
+        from oro_sync.core.topic import TopicRegistry
+
+        broker = RedisBroker(TopicRegistry(), settings, metrics, reactor)  # never started: Redis is "away"
+        (shard,) = broker.shards.shards
+        for _ in range(3):
+            shard.send("oro-sync:topic:t", "x" * 40)
+        self.assertEqual(len(shard.held), 2)
+        self.assertEqual((metrics.counters["broker_held"], metrics.counters["broker_dropped"]), (2, 1))
+        self.assertEqual(shard.held_bytes, 80)

@@ -79,6 +79,8 @@ class _Shard:
         self.sub = RedisLink(url, Subscriber, r, self._sub_up, self._down, delay,
                              convert_numbers=False, tls_ca=ca)
         self.held: deque = deque()
+        #: Characters of the held messages (their JSON text).
+        self.held_bytes = 0
         self.outage_since: float | None = None
         self.dropped_in_outage = 0
         self.ever_up = False
@@ -120,8 +122,13 @@ class _Shard:
         if proto is not None and not self.held:
             proto.publish(channel, message).addErrback(self._publish_failed)
             counters["broker_sent"] += 1
-        elif len(self.held) < self.broker.settings.buffer:
+        elif len(self.held) < self.broker.settings.buffer and (
+                not self.broker.settings.buffer_bytes
+                or self.held_bytes + len(message) <= self.broker.settings.buffer_bytes):
+            # Bounded by count and by bytes: 10,000 events of 1 MiB each
+            # must not hold 10 GB while Redis is away.
             self.held.append((channel, message))
+            self.held_bytes += len(message)
             counters["broker_held"] += 1
         else:
             counters["broker_dropped"] += 1
@@ -134,6 +141,7 @@ class _Shard:
 
     def _pub_up(self, proto: Any) -> None:
         held, self.held = self.held, deque()
+        self.held_bytes = 0
         for channel, message in held:
             proto.publish(channel, message).addErrback(self._publish_failed)
         self.broker.metrics.counters["broker_sent"] += len(held)

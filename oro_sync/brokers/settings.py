@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from oro_sync.config import ConfigError
 
-_KEYS = {"url", "node_id", "buffer", "channel_prefix", "presence_interval", "presence_ttl",
+_KEYS = {"url", "node_id", "buffer", "buffer_bytes", "channel_prefix", "presence_interval", "presence_ttl",
          "reconnect_max_delay", "tls_ca"}
 
 
@@ -44,6 +44,8 @@ class BrokerSettings:
     node_id: str = ""
     #: Publications for other nodes held while Redis is away; beyond, dropped and counted.
     buffer: int = 10000
+    #: ... and at most this many bytes of them (0: no byte bound).
+    buffer_bytes: int = 64 * 1024 * 1024
     #: Prefix of every Redis channel and key this server uses.
     channel_prefix: str = "oro-sync:"
     #: Seconds between this node's presence updates, and how long they live.
@@ -109,6 +111,10 @@ def parse_broker(section: Any, override_url: str | None = None) -> BrokerSetting
     if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 0:
         raise ConfigError("broker.buffer must be a whole number >= 0")
     s.buffer = buffer
+    buffer_bytes = section.get("buffer_bytes", s.buffer_bytes)
+    if not isinstance(buffer_bytes, int) or isinstance(buffer_bytes, bool) or buffer_bytes < 0:
+        raise ConfigError("broker.buffer_bytes must be a whole number >= 0")
+    s.buffer_bytes = buffer_bytes
     prefix = section.get("channel_prefix", s.channel_prefix)
     if not isinstance(prefix, str):
         raise ConfigError("broker.channel_prefix must be a string")
