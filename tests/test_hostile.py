@@ -614,6 +614,30 @@ class TotalBudgetTests(ServerTestCase):
         self.assertEqual(self.server.factory.inputHeld, 0)
         yield self.round_trip(good)  # the others are fine
 
+    @defer.inlineCallbacks
+    def test_total_input_budget_closes_the_largest_holder_not_the_next_sender(self):
+        self.start(lambda c: c.limits.update(max_total_input_buffer=300_000))
+        head = bytes((0x81, 0x80 | 127)) + (900_000).to_bytes(8, "big") + b"\x00\x00\x00\x00"
+        hoarder = yield open_raw(reactor, self.server.number)
+        hoarder.transport.write(upgrade_request(self.server.path("admin")))
+        yield hoarder.response
+        hoarder.transport.write(head + b" " * 200_000)  # then it goes idle
+        factory = self.server.factory
+        for _ in range(2000):  # until the server holds it (bounded)
+            if factory.inputHeld >= 200_000:
+                break
+            yield task.deferLater(reactor, 0, lambda: None)
+        sender = yield open_raw(reactor, self.server.number)
+        sender.transport.write(upgrade_request(self.server.path("admin")))
+        yield sender.response
+        sender.transport.write(head + b" " * 150_000)  # pushes the total over
+        yield hoarder.lost
+        self.assertIn(b"server input budget exhausted", hoarder.received)
+        self.assertFalse(sender.is_lost)
+        self.assertEqual(factory.metrics["input_budget_closed"], 1)
+        sender.transport.abortConnection()
+        yield sender.lost
+
 
 class RepeatLimiterTests(unittest.TestCase):
     def test_one_line_per_key_and_interval_then_a_count(self):

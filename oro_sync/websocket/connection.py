@@ -80,6 +80,7 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, OutputFlow, ReadThr
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.inputHeld -= self._input_held
         self._input_held = 0
+        self.factory.inputHolders.discard(self)
         self.factory.outputCaughtUp(self)
         self._handshake_done()
         self._cancel_resume_timer()
@@ -110,13 +111,30 @@ class WampConnection(PingPolicy, PerConnectionRegistrations, OutputFlow, ReadThr
         held = len(self.data) + self._partial
         factory.inputHeld += held - self._input_held
         self._input_held = held
+        if held > 65536:
+            factory.inputHolders.add(self)
+        else:
+            factory.inputHolders.discard(self)
         budget = factory.limits.max_total_input_buffer
-        if budget and factory.inputHeld > budget and held > 65536 and self.state == _OPEN:
-            factory.metrics.counters["input_budget_closed"] += 1
-            factory.repeats.warn(("input_budget", self._peer_host),
-                                 "{peer} ({session}): the server's input budget is exhausted: closing",
-                                 peer=self.peer, session=self.session_id)
-            self.close(1009, "server input budget exhausted")
+        if budget and factory.inputHeld > budget:
+            # Those holding the most are closed, not whoever sends next: idle
+            # connections sitting on partial messages must not make every
+            # later large message fail.
+            total = factory.inputHeld
+            for _, _, conn in sorted(((c._input_held, id(c), c) for c in factory.inputHolders), reverse=True):
+                if total <= budget:
+                    break
+                total -= conn._input_held
+                if conn.state == _OPEN:  # (a closing one is on its way out already)
+                    conn._input_budget_exhausted()
+
+    def _input_budget_exhausted(self) -> None:
+        factory = self.factory
+        factory.metrics.counters["input_budget_closed"] += 1
+        factory.repeats.warn(("input_budget", self._peer_host),
+                             "{peer} ({session}): the server's input budget is exhausted: closing",
+                             peer=self.peer, session=self.session_id)
+        self.close(1009, "server input budget exhausted")
 
     def _handshake_done(self) -> None:
         if self._handshaking:

@@ -149,6 +149,9 @@ class WampServerFactory(WebSocketServerFactory):
         self._lagging_checked = -1.0
         #: Bytes of unparsed client input held by all connections together.
         self.inputHeld = 0
+        #: Connections holding more than 64 KiB of unparsed input (the ones
+        #: closed first when the total input budget is exhausted).
+        self.inputHolders: set = set()
         #: The listening port, for admission control (set by whoever listens).
         self.listeningPort: Any = None
         self._pending_handshakes = 0
