@@ -175,6 +175,35 @@ class StatusFeedTests(unittest.TestCase):
         self.assertNotRegex(page, r"@import|url\(")
         self.assertIn("EventSource", page)
 
+    def test_a_reader_that_stops_reading_is_dropped(self):
+        from twisted.internet import task
+
+        from oro_sync.ops.status import MAX_UNREAD, StatusFeed
+
+        class Transport:  # what Twisted's TCP transport says it holds for the peer
+            dataBuffer, offset, _tempDataLen = b"", 0, 0
+            aborted = False
+
+            def abortConnection(self):
+                self.aborted = True
+
+        class Request:
+            def __init__(self):
+                self.transport, self.written = Transport(), []
+
+            def write(self, data):
+                self.written.append(data)
+
+        feed = StatusFeed(None, None, task.Clock())
+        reading, stalled = Request(), Request()
+        feed.listeners.extend([reading, stalled])
+        stalled.transport._tempDataLen = MAX_UNREAD + 1
+        for request in (reading, stalled):
+            feed._send(request, b"data: {}\n\n")
+        self.assertEqual((len(reading.written), len(stalled.written)), (1, 0))
+        self.assertTrue(stalled.transport.aborted)
+        self.assertEqual(feed.listeners, [reading])
+
     def test_embedded_snapshot_cannot_end_or_confuse_the_script(self):
         from oro_sync.ops.status import script_json
 

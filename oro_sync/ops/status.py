@@ -24,6 +24,7 @@ from twisted.web import resource, server
 from oro_sync import __version__
 from oro_sync.logs import Logger
 from oro_sync.ops.health import broker_state, connection_count
+from oro_sync.websocket.kernel_write import buffered_bytes
 
 PAGE = os.path.join(os.path.dirname(__file__), "static", "status.html")
 #: At most this many topics (the busiest) and sessions (the newest) per snapshot.
@@ -42,6 +43,10 @@ def memory_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+#: Bytes of snapshots a /status/events reader may leave unread before it is dropped.
+MAX_UNREAD = 1024 * 1024
 
 
 class Rates:
@@ -147,6 +152,14 @@ class StatusFeed(resource.Resource):
             self._send(request, data)
 
     def _send(self, request: Any, data: bytes) -> None:
+        # A reader that stays connected but stops reading must not grow the
+        # server's memory one snapshot a second: past MAX_UNREAD it is dropped.
+        if buffered_bytes(getattr(request, "transport", None)) > MAX_UNREAD:
+            self._gone(request)
+            transport = getattr(request, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            return
         try:
             request.write(data)
         except Exception:
