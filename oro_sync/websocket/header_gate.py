@@ -36,6 +36,10 @@ from autobahn.twisted.util import peer2str
 _TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n"
 
 
+#: Seconds a refused connection may take to close when no header deadline is set.
+REFUSED_DRAIN = 5.0
+
+
 class HeaderGate:
     """Mixin for the server protocol (see the module docstring)."""
 
@@ -141,6 +145,10 @@ class HeaderGate:
         transport.write(response)
         half_close = getattr(transport, "loseWriteConnection", None)
         (half_close or transport.loseConnection)()
+        if self._header_timer is None:
+            # No header deadline configured: a refused peer that never
+            # closes must not stay counted forever.
+            self._header_timer = self.factory.clock.callLater(REFUSED_DRAIN, self._header_too_slow)
 
     def _header_too_large(self, limit: int) -> None:
         factory = self.factory
