@@ -36,6 +36,9 @@ class Clock:
     def callLater(self, delay, fn, *a):
         return None
 
+    def seconds(self):
+        return time.monotonic()
+
 class Sink:
     def write(self, data):
         pass
