@@ -16,6 +16,7 @@ from twisted.trial import unittest
 from oro_sync.auth.ticket_signing import issue_ticket
 from oro_sync.websocket.limits import Limits
 from tests.support.client import HandshakeFailed, connect
+from tests.support.oro_backend import masked_text_frame  # as the PHP client writes frames
 from tests.support.oro_server import SECRET, start_oro_server
 
 
@@ -195,19 +196,6 @@ class RawClient(protocol.Protocol):
 
     def connectionLost(self, reason):
         self.lost.callback(None)
-
-
-def masked_text_frame(payload: bytes) -> bytes:
-    """A client frame as the PHP client writes it (masked; 64-bit length above 65535)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x81, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x81, 0x80 | 127)) + n.to_bytes(8, "big")
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 class PhpBackendClientTests(ServerTestCase):
