@@ -9,6 +9,7 @@ from twisted.trial import unittest
 from tests.support.oro_server import start_oro_server
 from tests.support.redis_server import redis_server
 from tests.support import wamp2
+from tests.support.client import round_trip as client_round_trip
 
 TOPIC = "oro/maintenance"
 CHANNEL = "oro-sync:topic:" + TOPIC
@@ -22,14 +23,11 @@ def node(testcase, urls, **broker):
 
 @defer.inlineCallbacks
 def round_trip(c):
-    """CALL an unknown procedure and wait for its CALLERROR: all the client
-    sent before was processed by its server."""
-    call_id = c.call("urn:oro-sync-test:round-trip")
-    while True:
-        msg = yield c.next_message()
-        if isinstance(msg, list) and msg[:2] == [4, call_id]:
-            return
-        c.seen.append(msg)
+    """All the client sent before was processed by its server (events that
+    arrived meanwhile are kept in ``c.seen``)."""
+    seen = yield client_round_trip(c)
+    if seen:
+        c.seen.extend(seen)
 
 
 @defer.inlineCallbacks

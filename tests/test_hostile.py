@@ -10,8 +10,6 @@ where the refusal and the server's state can be inspected directly.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from typing import Any
 from urllib.parse import quote
@@ -24,11 +22,10 @@ from zope.interface import implementer
 
 from oro_sync.auth.ticket_signing import issue_ticket
 from tests.support import wamp2
-from tests.support.client import connect
+from tests.support.client import connect, round_trip
 from tests.support.hostile import (
     LISTENING, Raw, open_raw, rss_kib, server_config, shipped_secret, shipped_user, text_frames,
     upgrade_request)
-from tests.support.oro_server import start_oro_server
 from tests.test_plugin import NEW_GROUP_EXEC, SOURCE_TREE, TWISTD, ChildProcess, ProcessTestCase, clean_env
 from tests.test_protection import LogCapture, ServerTestCase
 
@@ -88,13 +85,8 @@ class ChildServerTestCase(ProcessTestCase):
         self.addCleanup(c.abort)
         return c
 
-    @defer.inlineCallbacks
     def round_trip(self, c: Any) -> Any:
-        call_id = c.call("urn:oro-sync-test:round-trip")
-        while True:
-            msg = yield c.next_message(timeout=20)
-            if isinstance(msg, list) and msg[:2] == [4, call_id]:
-                return
+        return round_trip(c, timeout=20)
 
     @defer.inlineCallbacks
     def delivered(self, n: int) -> Any:

@@ -6,7 +6,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from oro_sync.oro.topics import PING_MESSAGE, AbstractTopic
-from tests.support.client import connect
+from tests.support.client import connect, round_trip
 from tests.support.oro_server import start_oro_server
 
 NINE_CHANNELS = [
@@ -44,12 +44,9 @@ class OroEndToEndTests(unittest.TestCase):
         """CALL an unknown procedure and wait for its CALLERROR: everything the
         client sent before has then been processed (events that arrive
         meanwhile are kept in ``c.seen``)."""
-        call_id = c.call("urn:oro-sync-test:round-trip")
-        while True:
-            msg = yield c.next_message()
-            if isinstance(msg, list) and msg[:2] == [4, call_id]:
-                return
-            c.seen.append(msg)
+        seen = yield round_trip(c)
+        if seen:
+            c.seen.extend(seen)
 
     @defer.inlineCallbacks
     def settle(self, backend, *clients):

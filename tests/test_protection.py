@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from oro_sync.auth.ticket_signing import issue_ticket
 from oro_sync.websocket.limits import Limits
-from tests.support.client import HandshakeFailed, connect
+from tests.support.client import HandshakeFailed, connect, round_trip
 from tests.support.oro_backend import masked_text_frame  # as the PHP client writes frames
 from tests.support.oro_server import SECRET, start_oro_server
 
@@ -58,15 +58,8 @@ class ServerTestCase(unittest.TestCase):
         c.abort()
         self.fail(f"connection was accepted: {c.welcome}")
 
-    @defer.inlineCallbacks
     def round_trip(self, c):
-        call_id = c.call("urn:oro-sync-test:round-trip")
-        seen = []
-        while True:
-            msg = yield c.next_message()
-            if isinstance(msg, list) and msg[:2] == [4, call_id]:
-                return seen
-            seen.append(msg)
+        return round_trip(c)
 
 
 class TicketTests(ServerTestCase):

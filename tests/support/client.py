@@ -312,3 +312,17 @@ def connect(port: int, protocols: Iterable[str] | None = ("wamp",),
     opening.addCallbacks(on_open, fail)
     result.addBoth(stop_guard)
     return result
+
+
+@defer.inlineCallbacks
+def round_trip(c: Any, timeout: float | None = None) -> Any:
+    """CALL an unknown procedure and wait for its CALLERROR: everything the
+    WAMP v1 client ``c`` sent before has then been processed by its server.
+    Fires with the other messages that arrived meanwhile, in order."""
+    call_id = c.call("urn:oro-sync-test:round-trip")
+    seen: list = []
+    while True:
+        msg = yield c.next_message(timeout=timeout)
+        if isinstance(msg, list) and msg[:2] == [4, call_id]:
+            return seen
+        seen.append(msg)

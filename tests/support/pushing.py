@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from oro_sync.interfaces import IPushableTopic
 from oro_sync.oro.topics import BroadcastTopic
+from tests.support.client import round_trip as client_round_trip
 from tests.support.oro_server import start_oro_server
 
 #: A route whose handler has onPush (the shipped routes have none).
@@ -59,12 +60,9 @@ def start_pushing_server(testcase: Any, pushers: dict, broker: dict | None = Non
 def round_trip(client: Any) -> Any:
     """Everything ``client`` sent before has been processed once this fires
     (a CALL of an unknown procedure is answered in order)."""
-    call_id = client.call("urn:oro-sync-test:round-trip")
-    while True:
-        msg = yield client.next_message()
-        if isinstance(msg, list) and msg[:2] == [4, call_id]:
-            return
-        raise AssertionError(f"unexpected message before the round trip's answer: {msg!r}")
+    seen = yield client_round_trip(client)
+    if seen:
+        raise AssertionError(f"unexpected message before the round trip's answer: {seen[0]!r}")
 
 
 @defer.inlineCallbacks
